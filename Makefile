@@ -1,0 +1,43 @@
+# Two entry points: `make demo` and `make test`. Both create .venv in the repo
+# root and install everything into it. torch is pinned first: a looser torch
+# requirement would pull the CUDA build (gigabytes) from the registry.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_VERSION ?= 2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test test-all lint format bench clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==$(TORCH_VERSION)
+	$(PIP) install -q -e '.[pipeline,reader,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check tristream tests benchmarks scripts
+	$(VENV)/bin/ruff format --check tristream tests benchmarks scripts
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format tristream tests benchmarks scripts
+	$(VENV)/bin/ruff check --fix tristream tests benchmarks scripts
+
+bench: $(STAMP)
+	$(PY) benchmarks/pipeline.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info demo-out

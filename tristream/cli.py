@@ -1,0 +1,154 @@
+"""The ``tristream`` command: ``run`` a preprocessing job, ``inspect`` its output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from tristream import __version__
+
+
+def _flow_param(text: str) -> tuple[str, float]:
+    name, _, value = text.partition("=")
+    if not value:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    number = float(value)
+    return name.strip(), int(number) if number.is_integer() and "." not in value else number
+
+
+def _run_parser(sub) -> None:
+    p = sub.add_parser(
+        "run",
+        help="decode videos, compute flow and write shards",
+        description="Decode videos, compute TV-L1 flow and write Parquet/TFRecord shards. "
+        "Unknown --flags are passed to Apache Beam (e.g. --runner, --direct_running_mode).",
+    )
+    src = p.add_argument_group("input (one of --input / --manifest, or both)")
+    src.add_argument("--input", help="folder of videos (recursive) or a glob; with --manifest, "
+                     "the folder that relative manifest paths start from")  # fmt: skip
+    src.add_argument("--manifest", help="CSV or JSONL with path[,id,label,label_index,split,start,"
+                     "end], or a Kinetics CSV (label,youtube_id,time_start,time_end,split)")  # fmt: skip
+    src.add_argument("--path-template", default=None,
+                     help="file name of a Kinetics row (default "
+                     "'{youtube_id}_{time_start:06d}_{time_end:06d}.mp4')")  # fmt: skip
+    p.add_argument("--output", required=True, help="output folder (shards/, manifest.json, ...)")
+    p.add_argument("--format", default="parquet", choices=["parquet", "tfrecord", "both"])
+    p.add_argument("--fps", type=float, default=25.0, help="frame rate; 0 keeps the source rate")
+    p.add_argument("--short-side", type=int, default=256,
+                   help="resize so the short side has this many pixels; 0 keeps the size")  # fmt: skip
+    p.add_argument("--max-frames", type=int, default=300, help="frames per segment (row)")
+    p.add_argument("--flow", default="opencv", choices=["opencv", "torch", "none"])
+    p.add_argument("--flow-encoding", default="jpeg", choices=["jpeg", "png", "f16"])
+    p.add_argument("--flow-param", action="append", type=_flow_param, default=[],
+                   metavar="NAME=VALUE",
+                   help="TV-L1 parameter, repeatable (tau, lambda_, theta, nscales, warps, "
+                   "epsilon, inner_iterations, outer_iterations, scale_step, gamma, "
+                   "median_filtering)")  # fmt: skip
+    p.add_argument("--device", default="auto", help="torch flow device: auto, cpu, cuda[:N]")
+    p.add_argument("--flow-batch-size", type=int, default=16, help="frame pairs per torch batch")
+    p.add_argument("--jpeg-quality", type=int, default=95)
+    p.add_argument("--workers", type=int, default=0, help="local worker threads (0: all cores)")
+    p.add_argument("--num-shards", type=int, default=0,
+                   help="shards per split (0: one per 100 videos)")  # fmt: skip
+    p.add_argument("--split", default="train", help="split of videos whose manifest has none")
+    p.add_argument("--timeout", type=float, default=0.0,
+                   help="seconds allowed per video decode (0: no limit)")  # fmt: skip
+    p.add_argument("--fail-on-error", action="store_true",
+                   help="exit with status 1 if any video failed")  # fmt: skip
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from tristream.pipeline.config import RunConfig
+    from tristream.pipeline.run import run
+
+    config = RunConfig(
+        output=args.output,
+        input=args.input,
+        manifest=args.manifest,
+        path_template=args.path_template,
+        format=args.format,
+        fps=args.fps,
+        short_side=args.short_side,
+        max_frames=args.max_frames,
+        flow=args.flow,
+        flow_encoding=args.flow_encoding,
+        flow_params=dict(args.flow_param),
+        device=args.device,
+        flow_batch_size=args.flow_batch_size,
+        jpeg_quality=args.jpeg_quality,
+        workers=args.workers,
+        num_shards=args.num_shards,
+        split=args.split,
+        timeout=args.timeout,
+        fail_on_error=args.fail_on_error,
+    )
+    result = run(config, beam_args)
+    print(summary(result.manifest, result.failures, args.output))
+    return 1 if (result.failures and config.fail_on_error) else 0
+
+
+def summary(manifest: dict, failures: list[dict], output: str) -> str:
+    """A few human lines about a finished run (what ``run`` and ``inspect`` print)."""
+    t = manifest["totals"]
+    lines = [
+        f"{output}: {t['videos_written']} of {t['videos']} videos written, "
+        f"{t['videos_failed']} failed; {t['rows']} rows, {t['frames']} frames, "
+        f"{t['bytes'] / 1e6:.1f} MB",
+        f"modalities: {', '.join(manifest['modalities'])}; formats: "
+        f"{', '.join(manifest['formats'])}; schema v{manifest['schema_version']}",
+    ]
+    for s in manifest["shards"]:
+        for f in s["files"]:
+            lines.append(f"  {f['path']}: {s['rows']} rows, {s['frames']} frames, "
+                         f"{f['bytes'] / 1e6:.1f} MB")  # fmt: skip
+    for f in failures:
+        lines.append(f"  FAILED {f['video_id']} at {f['stage']}: {f['error']}")
+    return "\n".join(lines)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    path = os.path.join(args.output, "manifest.json")
+    if not os.path.isfile(path):
+        print(f"no manifest.json in {args.output}", file=sys.stderr)
+        return 2
+    with open(path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    failures_path = os.path.join(args.output, "failures.jsonl")
+    failures = []
+    if os.path.isfile(failures_path):
+        with open(failures_path, encoding="utf-8") as f:
+            failures = [json.loads(line) for line in f if line.strip()]
+    print(summary(manifest, failures, args.output))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tristream`` console script; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="tristream", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"tristream {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _run_parser(sub)
+    ins = sub.add_parser("inspect", help="summarise an output folder")
+    ins.add_argument("output", help="a run's output folder")
+    args, rest = parser.parse_known_args(argv)
+    if args.command != "run" and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "run":
+            return cmd_run(args, rest)
+        return cmd_inspect(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"tristream: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Torch modules and weight loading (TV-L1 solver, pose and detector models). No Beam here."""

@@ -1,0 +1,108 @@
+"""Run configuration: one dataclass built by the CLI and read by every stage."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from tristream import __version__
+from tristream.shards.codec import FLOW_ENCODINGS, JPEG_QUALITY
+from tristream.shards.schema import SCHEMA_VERSION
+from tristream.transforms.flow import BACKENDS, tvl1_params
+
+FORMATS = ("parquet", "tfrecord", "both")
+FLOW_CHOICES = (*sorted(BACKENDS), "none")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a ``tristream run`` needs besides the Beam options.
+
+    Units: ``fps`` frames per second (0 keeps the source rate), ``short_side``
+    pixels (0 keeps the decoded size), ``max_frames`` frames per segment,
+    ``timeout`` seconds per video decode (0: none).
+    """
+
+    output: str
+    input: str | None = None
+    manifest: str | None = None
+    path_template: str | None = None
+    format: str = "parquet"
+    fps: float = 25.0
+    short_side: int = 256
+    max_frames: int = 300
+    flow: str = "opencv"
+    flow_encoding: str = "jpeg"
+    flow_params: dict = field(default_factory=dict)
+    device: str = "auto"
+    flow_batch_size: int = 16
+    jpeg_quality: int = JPEG_QUALITY
+    workers: int = 0
+    num_shards: int = 0
+    split: str = "train"
+    timeout: float = 0.0
+    fail_on_error: bool = False
+
+    def __post_init__(self) -> None:
+        if self.input is None and self.manifest is None:
+            raise ValueError("give --input DIR_OR_GLOB or --manifest FILE")
+        if self.format not in FORMATS:
+            raise ValueError(f"--format must be one of {FORMATS}, got {self.format!r}")
+        if self.flow not in FLOW_CHOICES:
+            raise ValueError(f"--flow must be one of {FLOW_CHOICES}, got {self.flow!r}")
+        if self.flow_encoding not in FLOW_ENCODINGS:
+            raise ValueError(f"--flow-encoding must be one of {FLOW_ENCODINGS}")
+        if self.max_frames < 2:
+            raise ValueError("--max-frames must be at least 2")
+        if self.fps < 0 or self.short_side < 0:
+            raise ValueError("--fps and --short-side must be >= 0")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError("--jpeg-quality must be in 1..100")
+        tvl1_params(**self.flow_params)  # unknown names fail here, before any work
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """The shard file formats to write."""
+        return ("parquet", "tfrecord") if self.format == "both" else (self.format,)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The modalities the shards hold."""
+        return ("rgb",) if self.flow == "none" else ("rgb", "flow")
+
+    def affecting_output(self) -> dict:
+        """The settings that change shard contents (what the config hash covers)."""
+        return {
+            "fps": self.fps,
+            "short_side": self.short_side,
+            "max_frames": self.max_frames,
+            "flow": self.flow,
+            "flow_encoding": self.flow_encoding if self.flow != "none" else None,
+            "flow_params": tvl1_params(**self.flow_params) if self.flow != "none" else None,
+            "jpeg_quality": self.jpeg_quality,
+            "schema_version": SCHEMA_VERSION,
+        }
+
+    @property
+    def config_hash(self) -> str:
+        """A short stable hash of :meth:`affecting_output`."""
+        text = json.dumps(self.affecting_output(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def meta_json(self) -> str:
+        """The ``meta`` column: schema version, encodings, config hash, tristream version."""
+        meta = {
+            "schema_version": SCHEMA_VERSION,
+            "flow_encoding": self.flow_encoding if self.flow != "none" else None,
+            "flow_backend": None if self.flow == "none" else self.flow,
+            "render": None,
+            "config_hash": self.config_hash,
+            "tristream_version": __version__,
+        }
+        return json.dumps(meta, sort_keys=True)
+
+    def to_dict(self) -> dict:
+        """All fields, for ``manifest.json``."""
+        return dataclasses.asdict(self)

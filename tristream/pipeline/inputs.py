@@ -1,0 +1,223 @@
+"""Turn ``--input`` (a folder or glob) or ``--manifest`` (CSV/JSONL/Kinetics CSV) into tasks.
+
+Everything here runs once, at pipeline construction: the list of videos, their
+ids, labels, splits and shard assignment are fixed before any worker starts,
+which makes the output independent of scheduling. No Beam here.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass, replace
+
+VIDEO_SUFFIXES = (
+    ".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp",
+    ".ts", ".ogv",
+)  # fmt: skip
+
+KINETICS_TEMPLATE = "{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
+
+#: Videos per shard when ``--num-shards`` is 0 (automatic).
+VIDEOS_PER_SHARD = 100
+
+
+class ManifestError(ValueError):
+    """The manifest cannot be read at all (as opposed to one bad row)."""
+
+
+@dataclass(frozen=True)
+class VideoTask:
+    """One video to process.
+
+    ``start``/``end`` are seconds inside the source (None: whole video);
+    ``shard`` / ``num_shards`` place it in ``<split>-<shard>-of-<num_shards>``.
+    """
+
+    video_id: str
+    source: str
+    split: str
+    label: str | None = None
+    label_index: int | None = None
+    start: float | None = None
+    end: float | None = None
+    shard: int = 0
+    num_shards: int = 1
+
+
+@dataclass(frozen=True)
+class InputFailure:
+    """A manifest row rejected before processing (e.g. a duplicate id)."""
+
+    video_id: str
+    source: str
+    stage: str
+    error: str
+
+
+def _glob_root(pattern: str) -> str:
+    parts = pattern.split(os.sep)
+    fixed = []
+    for part in parts:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return os.sep.join(fixed) or "."
+
+
+def _id_from_path(path: str, root: str) -> str:
+    rel = os.path.relpath(path, root)
+    return os.path.splitext(rel)[0].replace(os.sep, "/")
+
+
+def list_videos(input_path: str) -> list[tuple[str, str]]:
+    """(video_id, path) for every video under a folder (recursive) or matching a glob.
+
+    The id is the path relative to the folder (or the glob's fixed prefix),
+    without suffix, with ``/`` separators. Sorted by id.
+    """
+    if os.path.isdir(input_path):
+        root = input_path
+        paths = [
+            os.path.join(d, f)
+            for d, _, files in os.walk(input_path)
+            for f in files
+            if f.lower().endswith(VIDEO_SUFFIXES) and not f.startswith(".")
+        ]
+    elif glob.has_magic(input_path):
+        root = _glob_root(input_path)
+        paths = [p for p in glob.glob(input_path, recursive=True) if os.path.isfile(p)]
+    elif os.path.isfile(input_path):
+        root = os.path.dirname(input_path)
+        paths = [input_path]
+    else:
+        raise FileNotFoundError(f"--input {input_path!r} is neither a folder, a file nor a glob")
+    return sorted((_id_from_path(p, root), p) for p in paths)
+
+
+def _float_or_none(value) -> float | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return float(value)
+
+
+def _read_manifest_rows(path: str) -> list[dict]:
+    if not os.path.isfile(path):
+        raise ManifestError(f"manifest not found: {path}")
+    if path.lower().endswith((".jsonl", ".json", ".ndjson")):
+        rows = []
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise ManifestError(f"{path}:{n}: not JSON ({exc})") from exc
+        return rows
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _kinetics_task(row: dict, template: str, root: str, default_split: str) -> dict:
+    values = dict(row)
+    for key in ("time_start", "time_end"):
+        values[key] = int(float(values[key]))
+    filename = template.format(**values)
+    # A template that names the time range points at trimmed clips; one that
+    # does not points at full videos, which are then cut to the range.
+    trimmed = "{time_start" in template
+    return {
+        "id": os.path.splitext(filename)[0],
+        "path": os.path.join(root, filename),
+        "label": row.get("label"),
+        "split": row.get("split") or default_split,
+        "start": None if trimmed else values["time_start"],
+        "end": None if trimmed else values["time_end"],
+    }
+
+
+def list_tasks(
+    input_path: str | None = None,
+    manifest: str | None = None,
+    path_template: str | None = None,
+    default_split: str = "train",
+    num_shards: int = 0,
+) -> tuple[list[VideoTask], list[InputFailure]]:
+    """Build the task list, with labels indexed and shards assigned.
+
+    ``manifest`` rows (CSV or JSONL) have ``path`` and optional ``id``,
+    ``label``, ``label_index``, ``split``, ``start``, ``end``; relative paths
+    are resolved against ``input_path`` when given, else the manifest's folder.
+    A Kinetics CSV (``label,youtube_id,time_start,time_end,split``) is
+    recognised by its columns and mapped to files with ``path_template``.
+    Labels without an index get their position in the sorted label set.
+    Videos of a split are sorted by id and dealt round-robin to
+    ``num_shards`` shards (0: one shard per 100 videos). Returns the tasks
+    and the rows rejected up front (duplicate ids).
+    """
+    raw: list[dict] = []
+    if manifest is None:
+        if input_path is None:
+            raise ValueError("give an input folder/glob or a manifest")
+        raw = [{"id": vid, "path": p, "split": default_split} for vid, p in list_videos(input_path)]
+    else:
+        root = input_path if input_path else os.path.dirname(os.path.abspath(manifest))
+        rows = _read_manifest_rows(manifest)
+        for n, row in enumerate(rows, 1):
+            if "youtube_id" in row and "path" not in row:
+                raw.append(_kinetics_task(row, path_template or KINETICS_TEMPLATE, root, default_split))
+                continue
+            if not row.get("path"):
+                raise ManifestError(f"{manifest}: row {n} has no 'path'")
+            path = str(row["path"])
+            full = path if os.path.isabs(path) or "://" in path else os.path.join(root, path)
+            vid = row.get("id") or os.path.splitext(path)[0].replace(os.sep, "/")
+            raw.append({**row, "id": str(vid), "path": full, "split": row.get("split") or default_split})
+
+    labels = sorted({r["label"] for r in raw if r.get("label") not in (None, "")})
+    label_index = {label: i for i, label in enumerate(labels)}
+    tasks: list[VideoTask] = []
+    failures: list[InputFailure] = []
+    seen: set[str] = set()
+    for r in raw:
+        if r["id"] in seen:
+            failures.append(
+                InputFailure(r["id"], r["path"], "manifest", f"duplicate video id {r['id']!r}")
+            )
+            continue
+        seen.add(r["id"])
+        label = r.get("label") or None
+        index = r.get("label_index")
+        index = int(index) if index not in (None, "") else label_index.get(label)
+        tasks.append(
+            VideoTask(
+                video_id=r["id"],
+                source=r["path"],
+                split=str(r["split"]),
+                label=label,
+                label_index=index,
+                start=_float_or_none(r.get("start")),
+                end=_float_or_none(r.get("end")),
+            )
+        )
+
+    by_split: dict[str, list[VideoTask]] = defaultdict(list)
+    for task in tasks:
+        by_split[task.split].append(task)
+    assigned: list[VideoTask] = []
+    for split in sorted(by_split):
+        group = sorted(by_split[split], key=lambda t: t.video_id)
+        n = num_shards or max(1, math.ceil(len(group) / VIDEOS_PER_SHARD))
+        assigned += [replace(t, shard=i % n, num_shards=n) for i, t in enumerate(group)]
+    return assigned, failures
+
+
+def label_map(tasks: list[VideoTask]) -> dict[str, int]:
+    """label -> label_index over the tasks that have both."""
+    return {
+        t.label: t.label_index for t in tasks if t.label is not None and t.label_index is not None
+    }

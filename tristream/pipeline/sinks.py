@@ -1,0 +1,199 @@
+"""Shard sinks: gather each video's staged segments, write shard files, then the manifest.
+
+Beam's own file sinks are not used: our shard writer streams rows from the
+cache into one file per (split, shard), written to a temporary name and
+renamed, so a shard appears complete or not at all, its rows are sorted by
+(video id, segment) whatever the number of workers, and memory holds one row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from tristream import __version__
+from tristream.pipeline.config import RunConfig
+from tristream.pipeline.inputs import VideoTask
+from tristream.pipeline.stages import NAMESPACE, Failure, StagedSegment
+from tristream.shards.atomic import write_text_atomic
+from tristream.shards.parquet import ParquetShardWriter, iter_parquet_rows
+from tristream.shards.schema import SCHEMA_VERSION, arrow_schema
+from tristream.shards.tfrecord import write_tfrecord_rows
+
+LOG = logging.getLogger(__name__)
+SUFFIX = {"parquet": ".parquet", "tfrecord": ".tfrecord"}
+
+
+@dataclass(frozen=True)
+class CompleteVideo:
+    """A video whose every segment is staged and none failed."""
+
+    task: VideoTask
+    paths: tuple[str, ...]
+    frames: int
+
+
+def shard_name(split: str, shard: int, num_shards: int, fmt: str) -> str:
+    """``<split>-<shard:05d>-of-<num_shards:05d>.<fmt>``"""
+    return f"{split}-{shard:05d}-of-{num_shards:05d}{SUFFIX[fmt]}"
+
+
+@beam.typehints.with_output_types(tuple[tuple[str, int, int], CompleteVideo])
+class CollectVideo(beam.DoFn):
+    """``(video_id, {staged, failed})`` -> ``((split, shard, n), CompleteVideo)`` if complete.
+
+    A video with any failure is dropped whole (its failure is reported by the
+    finaliser) and its staged files are removed; so is one whose segments are
+    not all there (which would be a bug, reported as a failure).
+    """
+
+    def __init__(self):
+        self.done = Metrics.counter(NAMESPACE, "videos_done")
+
+    def process(self, element):
+        video_id, grouped = element
+        staged: list[StagedSegment] = sorted(grouped["staged"], key=lambda s: s.index)
+        if grouped["failed"]:
+            for s in staged:
+                if os.path.exists(s.path):
+                    os.remove(s.path)
+            return
+        indices = [s.index for s in staged]
+        if not staged or not staged[-1].is_last or indices != list(range(len(staged))):
+            task = staged[0].task if staged else None
+            yield beam.pvalue.TaggedOutput(
+                "failures",
+                Failure(video_id, task.source if task else "", "write",
+                        f"incomplete segments {indices}"),  # fmt: skip
+            )
+            return
+        task = staged[0].task
+        self.done.inc()
+        frames = sum(s.num_frames for s in staged) - (len(staged) - 1)
+        yield (task.split, task.shard, task.num_shards), CompleteVideo(
+            task, tuple(s.path for s in staged), frames
+        )
+
+
+class WriteShard(beam.DoFn):
+    """``((split, shard, n), [CompleteVideo])`` -> shard files; emits a summary dict per shard."""
+
+    def __init__(self, config: RunConfig):
+        self.config = config
+
+    def setup(self) -> None:
+        self.schema = arrow_schema(self.config.modalities)
+        self.folder = os.path.join(self.config.output, "shards")
+
+    def _rows(self, videos: list[CompleteVideo]):
+        for video in videos:
+            for path in video.paths:
+                yield from iter_parquet_rows(path)
+
+    def process(self, element):
+        (split, shard, num_shards), videos = element
+        videos = sorted(videos, key=lambda v: v.task.video_id)
+        yield write_shard(self.config, self.schema, self.folder, split, shard, num_shards,
+                          lambda: self._rows(videos), videos)  # fmt: skip
+
+
+def write_shard(config, schema, folder, split, shard, num_shards, rows, videos) -> dict:
+    """Write one shard in every configured format from ``rows()`` (called once per format)."""
+    files = []
+    stored_frames = 0
+    count = 0
+    for fmt in config.formats:
+        path = os.path.join(folder, shard_name(split, shard, num_shards, fmt))
+        if fmt == "parquet":
+            stored_frames = 0
+            with ParquetShardWriter(path, schema) as writer:
+                for row in rows():
+                    writer.write(row)
+                    stored_frames += row["num_frames"]
+            count = writer.rows
+        else:
+            frames = []
+
+            def counted(frames=frames):
+                for row in rows():
+                    frames.append(row["num_frames"])
+                    yield row
+
+            count = write_tfrecord_rows(path, counted())
+            stored_frames = sum(frames)
+        files.append({"path": os.path.relpath(path, config.output), "bytes": os.path.getsize(path)})
+    return {
+        "split": split,
+        "shard": shard,
+        "num_shards": num_shards,
+        "files": files,
+        "rows": count,
+        "videos": len(videos),
+        "frames": stored_frames,
+        "video_frames": sum(v.frames for v in videos),
+    }
+
+
+def finalize(_, config: RunConfig, tasks: list[VideoTask], pre_failures: list[Failure],
+             shards: list[dict], failures: list[Failure]) -> dict:  # fmt: skip
+    """Write empty shards for shards no video reached, ``failures.jsonl`` and ``manifest.json``.
+
+    Runs once, after every shard is written. Keeps one failure per video (the
+    earliest segment's). Returns the manifest dict.
+    """
+    schema = arrow_schema(config.modalities)
+    folder = os.path.join(config.output, "shards")
+    have = {(s["split"], s["shard"]) for s in shards}
+    expected = {(t.split, t.shard, t.num_shards) for t in tasks}
+    shards = list(shards)
+    for split, shard, num_shards in sorted(expected):
+        if (split, shard) not in have:
+            shards.append(write_shard(config, schema, folder, split, shard, num_shards,
+                                      lambda: iter(()), []))  # fmt: skip
+    shards.sort(key=lambda s: (s["split"], s["shard"]))
+
+    first: dict[str, Failure] = {}
+    for f in sorted([*pre_failures, *failures], key=lambda f: (f.video_id, f.segment or 0)):
+        first.setdefault(f.video_id, f)
+    lines = [json.dumps(f.to_json(), ensure_ascii=False) for f in first.values()]
+    write_text_atomic(
+        os.path.join(config.output, "failures.jsonl"), "".join(ln + "\n" for ln in lines)
+    )
+
+    labels = sorted({(t.label, t.label_index) for t in tasks if t.label is not None})
+    splits: dict[str, dict] = {}
+    for s in shards:
+        agg = splits.setdefault(s["split"], {"shards": 0, "videos": 0, "rows": 0, "frames": 0})
+        agg["shards"] += 1
+        for key in ("videos", "rows"):
+            agg[key] += s[key]
+        agg["frames"] += s["video_frames"]
+    manifest = {
+        "tristream_version": __version__,
+        "schema_version": SCHEMA_VERSION,
+        "config_hash": config.config_hash,
+        "config": config.to_dict(),
+        "modalities": list(config.modalities),
+        "formats": list(config.formats),
+        "labels": {label: index for label, index in labels},
+        "totals": {
+            "videos": len(tasks) + len(pre_failures),
+            "videos_written": sum(s["videos"] for s in shards),
+            "videos_failed": len(first),
+            "rows": sum(s["rows"] for s in shards),
+            "frames": sum(s["video_frames"] for s in shards),
+            "stored_frames": sum(s["frames"] for s in shards),
+            "bytes": sum(f["bytes"] for s in shards for f in s["files"]),
+        },
+        "splits": splits,
+        "shards": shards,
+    }
+    write_text_atomic(
+        os.path.join(config.output, "manifest.json"), json.dumps(manifest, indent=2) + "\n"
+    )
+    return manifest

@@ -1,0 +1,227 @@
+"""One thin Beam DoFn per stage: decode -> flow -> encode -> stage to cache.
+
+Each DoFn calls a plain function from ``transforms``/``shards`` and adds only
+wiring: a failure becomes a tagged ``failures`` output naming the video and the
+stage, and the run goes on. Elements between stages are :class:`SegmentWork`
+(one segment of one video); the stages are fused, so a segment's frames pass
+from decode to the cache writer in memory and only one segment per worker
+thread is alive at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, replace
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from tristream.pipeline.config import RunConfig
+from tristream.pipeline.inputs import VideoTask
+from tristream.shards.codec import encode_flow, encode_frames
+from tristream.shards.parquet import write_parquet_rows
+from tristream.shards.schema import arrow_schema
+from tristream.transforms.decode import Segment, decode_segments, probe
+from tristream.transforms.flow import compute_flow
+
+LOG = logging.getLogger(__name__)
+FAILURES = "failures"
+NAMESPACE = "tristream"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed video: which stage failed and why (a line of failures.jsonl)."""
+
+    video_id: str
+    source: str
+    stage: str
+    error: str
+    segment: int | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "video_id": self.video_id,
+            "source": self.source,
+            "stage": self.stage,
+            "error": self.error,
+            "segment": self.segment,
+        }
+
+
+@dataclass(frozen=True)
+class SegmentWork:
+    """A segment on its way through the stages; later stages fill the later fields.
+
+    ``fps`` is the stored frame rate; ``flow`` float32 ``[T-1, H, W, 2]`` pixels;
+    ``row`` the encoded shard row (column -> value).
+    """
+
+    task: VideoTask
+    segment: Segment
+    fps: float
+    flow: np.ndarray | None = None
+    row: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class StagedSegment:
+    """A segment row written to the cache: where, and whether it closes the video."""
+
+    task: VideoTask
+    index: int
+    is_last: bool
+    path: str
+    num_frames: int
+
+
+def video_key(video_id: str) -> str:
+    """A file-system-safe, collision-free folder name for a video id."""
+    return hashlib.sha1(video_id.encode("utf-8")).hexdigest()[:20]
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if isinstance(exc, (RuntimeError, ValueError, OSError)) else f"{type(exc).__name__}: {text}"
+
+
+class _Stage(beam.DoFn):
+    """Base for per-segment stages: ``run`` does the work, failures go to ``failures``."""
+
+    stage = "stage"
+
+    def __init__(self, config: RunConfig):
+        self.config = config
+        self.failed = Metrics.counter(NAMESPACE, f"{self.stage}_failures")
+
+    def run(self, work: SegmentWork) -> SegmentWork:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def process(self, work: SegmentWork):
+        try:
+            yield self.run(work)
+        except Exception as exc:  # noqa: BLE001 - a bad video must not stop the run
+            self.failed.inc()
+            LOG.warning("%s failed at %s: %s", work.task.video_id, self.stage, exc)
+            yield beam.pvalue.TaggedOutput(
+                FAILURES,
+                Failure(work.task.video_id, work.task.source, self.stage, _error_text(exc),
+                        work.segment.index),  # fmt: skip
+            )
+
+
+class DecodeFn(beam.DoFn):
+    """VideoTask -> SegmentWork per segment (probe, then ffmpeg decode)."""
+
+    def __init__(self, config: RunConfig):
+        self.config = config
+        self.frames = Metrics.counter(NAMESPACE, "frames")
+        self.failed = Metrics.counter(NAMESPACE, "decode_failures")
+
+    def process(self, task: VideoTask):
+        c = self.config
+        stage = "probe"
+        index = None
+        try:
+            info = probe(task.source, timeout=c.timeout or None)
+            fps = c.fps if c.fps > 0 else info.fps
+            stage = "decode"
+            for seg in decode_segments(
+                task.source,
+                fps=c.fps,
+                short_side=c.short_side,
+                max_frames=c.max_frames,
+                start=task.start,
+                end=task.end,
+                timeout=c.timeout or None,
+            ):
+                index = seg.index
+                self.frames.inc(len(seg.frames) - (1 if seg.index else 0))
+                yield SegmentWork(task, seg, fps)
+        except Exception as exc:  # noqa: BLE001
+            self.failed.inc()
+            LOG.warning("%s failed at %s: %s", task.video_id, stage, exc)
+            yield beam.pvalue.TaggedOutput(
+                FAILURES, Failure(task.video_id, task.source, stage, _error_text(exc), index)
+            )
+
+
+class FlowFn(_Stage):
+    """Adds TV-L1 flow to each segment (backend by name, see transforms.flow)."""
+
+    stage = "flow"
+
+    def __init__(self, config: RunConfig):
+        super().__init__(config)
+        self.pairs = Metrics.counter(NAMESPACE, "flow_pairs")
+
+    def setup(self) -> None:
+        self.params = dict(self.config.flow_params)
+        if self.config.flow == "torch":
+            self.params.update(device=self.config.device, batch_size=self.config.flow_batch_size)
+
+    def run(self, work: SegmentWork) -> SegmentWork:
+        flow = compute_flow(work.segment.frames, backend=self.config.flow, **self.params)
+        self.pairs.inc(len(flow))
+        return replace(work, flow=flow)
+
+
+class EncodeFn(_Stage):
+    """Encodes frames (JPEG) and flow (as --flow-encoding says) into a shard row."""
+
+    stage = "encode"
+
+    def run(self, work: SegmentWork) -> SegmentWork:
+        c, t, seg = self.config, work.task, work.segment
+        frames = seg.frames
+        row: dict[str, Any] = {
+            "video_id": t.video_id,
+            "source": t.source,
+            "label": t.label,
+            "label_index": t.label_index,
+            "segment": seg.index,
+            "start_frame": seg.start_frame,
+            "num_frames": len(frames),
+            "fps": float(work.fps),
+            "height": int(frames.shape[1]),
+            "width": int(frames.shape[2]),
+            "rgb": encode_frames(frames, "jpeg", c.jpeg_quality),
+        }
+        if work.flow is not None:
+            row["flow_x"], row["flow_y"] = encode_flow(work.flow, c.flow_encoding, c.jpeg_quality)
+        row["meta"] = c.meta_json()
+        return replace(work, row=row)
+
+
+@beam.typehints.with_output_types(tuple[str, StagedSegment])
+class StageFn(_Stage):
+    """Writes each encoded row to ``OUT/cache/<config hash>/<video key>/`` (atomically).
+
+    Emits ``(video_id, StagedSegment)``: only small references travel to the
+    shard writer, so grouping never holds frames in memory.
+    """
+
+    stage = "write"
+
+    def setup(self) -> None:
+        self.schema = arrow_schema(self.config.modalities)
+        self.cache = os.path.join(self.config.output, "cache", self.config.config_hash)
+
+    def process(self, work: SegmentWork):
+        for out in super().process(work):
+            if isinstance(out, StagedSegment):
+                yield out.task.video_id, out
+            else:
+                yield out
+
+    def run(self, work: SegmentWork) -> StagedSegment:  # type: ignore[override]
+        folder = os.path.join(self.cache, video_key(work.task.video_id))
+        path = os.path.join(folder, f"seg-{work.segment.index:05d}.parquet")
+        write_parquet_rows(path, [work.row], self.schema)
+        return StagedSegment(
+            work.task, work.segment.index, work.segment.is_last, path, work.row["num_frames"]
+        )

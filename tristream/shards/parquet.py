@@ -1,0 +1,65 @@
+"""Parquet shard files: one row per segment, one row group per row."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tristream.shards.atomic import atomic_path
+
+
+class ParquetShardWriter:
+    """Write raw shard rows (dicts of column -> Python value) to one Parquet file.
+
+    The file appears at ``path`` only when :meth:`close` succeeds. Use as a
+    context manager; an exception inside the block leaves no file behind.
+    """
+
+    def __init__(self, path: str, schema: pa.Schema, compression: str = "snappy"):
+        self.path = path
+        self.schema = schema
+        self._atomic = atomic_path(path)
+        self._tmp = self._atomic.__enter__()
+        self._writer = pq.ParquetWriter(self._tmp, schema, compression=compression)
+        self.rows = 0
+
+    def write(self, row: dict[str, Any]) -> None:
+        """Append one row (its own row group, so readers can stream row by row)."""
+        self._writer.write_table(pa.Table.from_pylist([row], schema=self.schema))
+        self.rows += 1
+
+    def close(self) -> None:
+        self._writer.close()
+        self._atomic.__exit__(None, None, None)
+
+    def abort(self, exc: BaseException) -> None:
+        self._writer.close()
+        self._atomic.__exit__(type(exc), exc, exc.__traceback__)
+
+    def __enter__(self) -> ParquetShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.close()
+        else:
+            self.abort(exc)
+
+
+def write_parquet_rows(path: str, rows: Iterable[dict[str, Any]], schema: pa.Schema) -> int:
+    """Write ``rows`` to ``path`` atomically; return how many were written."""
+    with ParquetShardWriter(path, schema) as writer:
+        for row in rows:
+            writer.write(row)
+    return writer.rows
+
+
+def iter_parquet_rows(path: str, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Yield the raw rows of a Parquet shard one at a time (``columns`` selects a subset)."""
+    pf = pq.ParquetFile(path)
+    for group in range(pf.num_row_groups):
+        table = pf.read_row_group(group, columns=columns)
+        yield from table.to_pylist()

@@ -1,0 +1,144 @@
+"""TFRecord shard files: one ``tf.train.SequenceExample`` per segment row.
+
+Scalar and array columns go in the context, per-frame lists (``rgb``,
+``flow_x``/``flow_y``, ``pose``) in the feature lists, under the MediaSequence
+style keys of :mod:`tristream.shards.schema`. Records use TFRecord framing
+(length, masked CRC32C of the length, data, masked CRC32C of the data), so
+TensorFlow, the ``tfrecord`` package or any other TFRecord reader opens them.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator
+from typing import Any, BinaryIO
+
+import google_crc32c
+import pyarrow as pa
+from tfrecord import example_pb2
+
+from tristream.shards.atomic import atomic_path
+from tristream.shards.schema import COLUMNS, COLUMNS_BY_NAME, Column
+
+_MASK_DELTA = 0xA282EAD8
+
+
+def _masked_crc(data: bytes) -> int:
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def write_record(f: BinaryIO, data: bytes) -> None:
+    """Append one TFRecord record holding ``data`` to the binary file ``f``."""
+    length = struct.pack("<Q", len(data))
+    f.write(length)
+    f.write(struct.pack("<I", _masked_crc(length)))
+    f.write(data)
+    f.write(struct.pack("<I", _masked_crc(data)))
+
+
+def iter_records(path: str, check_crc: bool = True) -> Iterator[bytes]:
+    """Yield the payload of each record of a TFRecord file; raise ValueError on corruption."""
+    with open(path, "rb") as f:
+        while True:
+            head = f.read(12)
+            if not head:
+                return
+            if len(head) < 12:
+                raise ValueError(f"{path}: truncated record header")
+            length_bytes, length_crc = head[:8], struct.unpack("<I", head[8:])[0]
+            if check_crc and _masked_crc(length_bytes) != length_crc:
+                raise ValueError(f"{path}: corrupt record length")
+            (length,) = struct.unpack("<Q", length_bytes)
+            data = f.read(length)
+            tail = f.read(4)
+            if len(data) < length or len(tail) < 4:
+                raise ValueError(f"{path}: truncated record")
+            if check_crc and _masked_crc(data) != struct.unpack("<I", tail)[0]:
+                raise ValueError(f"{path}: corrupt record data")
+            yield data
+
+
+def _set_feature(feature: example_pb2.Feature, col: Column, values: list) -> None:
+    if col.tf_kind == "bytes":
+        feature.bytes_list.value.extend(values)
+    elif col.tf_kind == "int":
+        feature.int64_list.value.extend(int(v) for v in values)
+    else:
+        feature.float_list.value.extend(float(v) for v in values)
+
+
+def _get_feature(feature: example_pb2.Feature, col: Column) -> list:
+    if col.tf_kind == "bytes":
+        return list(feature.bytes_list.value)
+    if col.tf_kind == "int":
+        return list(feature.int64_list.value)
+    return list(feature.float_list.value)
+
+
+def row_to_example(row: dict[str, Any]) -> bytes:
+    """Serialise a raw shard row (column -> Python value) to SequenceExample bytes.
+
+    A None value (e.g. no label) leaves its key out. Strings are UTF-8.
+    """
+    ex = example_pb2.SequenceExample()
+    for name, value in row.items():
+        col = COLUMNS_BY_NAME[name]
+        if value is None:
+            continue
+        if col.sequence:
+            flist = ex.feature_lists.feature_list[col.tf_key]
+            for item in value:
+                flist.feature.add().bytes_list.value.append(item)
+            continue
+        values = value if isinstance(value, list) else [value]
+        if col.tf_kind == "bytes":
+            values = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
+        _set_feature(ex.context.feature[col.tf_key], col, values)
+    return ex.SerializeToString()
+
+
+def example_to_row(data: bytes) -> dict[str, Any]:
+    """Parse SequenceExample bytes back to a raw shard row (the inverse of :func:`row_to_example`).
+
+    Columns whose key is absent come back as None when nullable and are left
+    out otherwise (a modality the run did not write).
+    """
+    ex = example_pb2.SequenceExample()
+    ex.ParseFromString(data)
+    row: dict[str, Any] = {}
+    for col in COLUMNS:
+        if col.sequence:
+            if col.tf_key in ex.feature_lists.feature_list:
+                flist = ex.feature_lists.feature_list[col.tf_key]
+                row[col.name] = [f.bytes_list.value[0] for f in flist.feature]
+            continue
+        if col.tf_key not in ex.context.feature:
+            if col.nullable:
+                row[col.name] = None
+            continue
+        values = _get_feature(ex.context.feature[col.tf_key], col)
+        if pa.types.is_list(col.type):
+            row[col.name] = values
+        else:
+            value = values[0]
+            if pa.types.is_string(col.type):
+                value = value.decode("utf-8")
+            row[col.name] = value
+    return row
+
+
+def write_tfrecord_rows(path: str, rows: Iterable[dict[str, Any]]) -> int:
+    """Write ``rows`` as SequenceExamples to ``path`` atomically; return the row count."""
+    n = 0
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        for row in rows:
+            write_record(f, row_to_example(row))
+            n += 1
+    return n
+
+
+def iter_tfrecord_rows(path: str) -> Iterator[dict[str, Any]]:
+    """Yield the raw rows of a TFRecord shard one at a time."""
+    for data in iter_records(path):
+        yield example_to_row(data)

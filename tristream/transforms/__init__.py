@@ -1,0 +1,1 @@
+"""Pure functions on arrays: decode, flow, encoding helpers. No Beam here."""
