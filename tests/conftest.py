@@ -1,0 +1,39 @@
+"""Shared fixtures: the real sample data from ../shared/data (or $TRISTREAM_DATA)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("TRISTREAM_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared test data folder; a missing folder is an error, not a skip."""
+    if not (DATA / "videos").is_dir():
+        raise FileNotFoundError(
+            f"test data not found at {DATA}: put ../shared/data beside the repo "
+            "or set TRISTREAM_DATA"
+        )
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def videos_dir(data_dir: Path) -> Path:
+    return data_dir / "videos"
+
+
+@pytest.fixture(scope="session")
+def bikes(videos_dir: Path) -> str:
+    """H.264 640x272, 25 fps, 250 frames (10 s) of street scenes."""
+    return str(videos_dir / "bikes.mp4")
+
+
+@pytest.fixture(scope="session")
+def carphone(videos_dir: Path) -> str:
+    """H.264 176x144, 29.97 fps, 120 frames (4 s): a man talking in a car."""
+    return str(videos_dir / "carphone_pristine.mp4")

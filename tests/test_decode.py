@@ -1,0 +1,102 @@
+"""Decoding real videos with ffmpeg: frame counts, sizes, ranges, segments, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.helpers import FFMPEG, reference_frames
+from tristream.transforms import decode
+from tristream.transforms.decode import DecodeError, decode_segments, decode_video, probe
+
+
+def test_bikes_at_25_fps_short_side_256(bikes):
+    frames = decode_video(bikes)
+    # 10 s at 25 fps; 640x272 -> short side 256, width 640*256/272 = 602.4 -> even 602.
+    assert frames.shape == (250, 256, 602, 3)
+    assert frames.dtype == np.uint8
+    ref = reference_frames(bikes, 25, 256, 602)
+    assert np.array_equal(frames, ref)
+
+
+def test_carphone_resampled_from_29_97_to_25_fps(carphone):
+    frames = decode_video(carphone, short_side=64)
+    # 120 frames at 29.97 fps = 4.004 s -> 100 frames at 25 fps; 176x144 -> 78x64.
+    assert frames.shape == (100, 64, 78, 3)
+
+
+def test_fps_zero_keeps_source_rate_and_short_side_zero_keeps_size(carphone):
+    frames = decode_video(carphone, fps=0, short_side=0)
+    assert frames.shape == (120, 144, 176, 3)
+
+
+def test_time_range_matches_the_same_frames_of_a_full_decode(bikes):
+    full = decode_video(bikes, short_side=64)
+    part = decode_video(bikes, short_side=64, start=1.0, end=3.0)
+    assert len(part) == 50
+    # Frames 25..74 of the full decode; seeking may land one frame off, not more.
+    errors = [np.abs(part.astype(int) - full[25 + k : 75 + k].astype(int)).mean() for k in (-1, 0, 1)]
+    assert min(errors) < 1.0
+
+
+def test_segments_overlap_by_one_frame_and_cover_the_video(bikes):
+    full = decode_video(bikes, short_side=32)
+    segments = list(decode_segments(bikes, short_side=32, max_frames=100))
+    assert [(s.index, s.start_frame, len(s.frames), s.is_last) for s in segments] == [
+        (0, 0, 100, False),
+        (1, 99, 100, False),
+        (2, 198, 52, True),
+    ]
+    for a, b in zip(segments, segments[1:]):
+        assert np.array_equal(a.frames[-1], b.frames[0])
+    for s in segments:
+        assert np.array_equal(s.frames, full[s.start_frame : s.start_frame + len(s.frames)])
+
+
+def test_segment_boundary_exactly_at_the_end(carphone):
+    # 100 frames with max_frames 100: one segment, not a trailing one-frame segment.
+    segments = list(decode_segments(carphone, short_side=32, max_frames=100))
+    assert [(len(s.frames), s.is_last) for s in segments] == [(100, True)]
+
+
+def test_probe_with_and_without_ffprobe(carphone, monkeypatch):
+    monkeypatch.setenv("TRISTREAM_FFPROBE", "")  # forces parsing `ffmpeg -i`
+    info = probe(carphone)
+    assert (info.width, info.height, info.codec) == (176, 144, "h264")
+    assert info.fps == pytest.approx(29.97, abs=0.01)
+    assert info.duration == pytest.approx(4.0, abs=0.05)
+
+
+def test_imageio_ffmpeg_binary_is_used_when_asked(carphone, monkeypatch):
+    monkeypatch.setenv("TRISTREAM_FFMPEG", FFMPEG)
+    assert decode.ffmpeg_exe() == FFMPEG
+    assert decode_video(carphone, short_side=32).shape[0] == 100
+
+
+def test_unreadable_inputs_raise_readable_errors(tmp_path):
+    with pytest.raises(DecodeError, match="file not found"):
+        list(decode_segments(str(tmp_path / "missing.mp4")))
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(DecodeError, match="empty file"):
+        probe(str(empty))
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    with pytest.raises(DecodeError, match="not a readable video"):
+        probe(str(text))
+    with pytest.raises(DecodeError, match="ffmpeg exit"):
+        list(decode_segments(str(text)))
+
+
+def test_truncated_file_fails_or_yields_a_prefix(bikes, tmp_path):
+    data = open(bikes, "rb").read()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 3])
+    # The moov atom of this file is at the start: ffmpeg decodes what is there
+    # or fails with a reason; it must never hang or return garbage sizes.
+    try:
+        frames = decode_video(str(cut), short_side=32)
+    except DecodeError as exc:
+        assert "ffmpeg" in str(exc)
+    else:
+        assert 0 < len(frames) < 250 and frames.shape[1:] == (32, 74, 3)

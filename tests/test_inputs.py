@@ -1,0 +1,101 @@
+"""Input listing: folders, globs, CSV/JSONL manifests, Kinetics CSVs, ids, labels, shards."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tristream.pipeline.inputs import ManifestError, label_map, list_tasks, list_videos
+
+
+def _touch(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    return path
+
+
+def test_folder_is_walked_recursively_with_ids_relative_to_the_root(tmp_path):
+    _touch(tmp_path / "a" / "one.mp4")
+    _touch(tmp_path / "b" / "two words é.MKV")
+    _touch(tmp_path / "notes.txt")
+    _touch(tmp_path / ".hidden.mp4")
+    assert [vid for vid, _ in list_videos(str(tmp_path))] == ["a/one", "b/two words é"]
+
+
+def test_glob_ids_are_relative_to_the_fixed_prefix(tmp_path):
+    _touch(tmp_path / "x" / "c1.avi")
+    _touch(tmp_path / "x" / "sub" / "c2.avi")
+    found = list_videos(str(tmp_path / "x" / "**" / "*.avi"))
+    assert [vid for vid, _ in found] == ["c1", "sub/c2"]
+    with pytest.raises(FileNotFoundError):
+        list_videos(str(tmp_path / "nope"))
+
+
+def test_csv_manifest_labels_splits_ranges_and_duplicates(tmp_path):
+    (tmp_path / "m.csv").write_text(
+        "path,id,label,split,start,end\n"
+        "v/a.mp4,,run,train,1.5,3\n"
+        "v/b.mp4,bee,jump,val,,\n"
+        "v/c.mp4,bee,jump,val,,\n"
+        "/abs/d.mp4,dee,run,,,\n"
+    )
+    tasks, rejected = list_tasks(manifest=str(tmp_path / "m.csv"), default_split="all")
+    by_id = {t.video_id: t for t in tasks}
+    assert sorted(by_id) == ["bee", "dee", "v/a"]
+    a = by_id["v/a"]
+    assert (a.source, a.label, a.label_index, a.split, a.start, a.end) == (
+        str(tmp_path / "v/a.mp4"), "run", 1, "train", 1.5, 3.0,
+    )  # fmt: skip
+    assert by_id["bee"].label_index == 0 and by_id["bee"].start is None
+    assert by_id["dee"].source == "/abs/d.mp4" and by_id["dee"].split == "all"
+    assert [(r.video_id, r.stage) for r in rejected] == [("bee", "manifest")]
+    assert "duplicate" in rejected[0].error
+    assert label_map(tasks) == {"jump": 0, "run": 1}
+
+
+def test_jsonl_manifest_with_explicit_label_index_and_input_root(tmp_path):
+    lines = [{"path": "a.mp4", "label": "x", "label_index": 7}, {"path": "b.mp4"}]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    tasks, _ = list_tasks(input_path="/data/root", manifest=str(tmp_path / "m.jsonl"))
+    assert [(t.video_id, t.source, t.label_index) for t in tasks] == [
+        ("a", "/data/root/a.mp4", 7),
+        ("b", "/data/root/b.mp4", None),
+    ]
+
+
+def test_kinetics_csv_with_path_template(tmp_path):
+    (tmp_path / "k.csv").write_text(
+        "label,youtube_id,time_start,time_end,split\n"
+        "abseiling,--07WQ2iBlw,1,11,train\n"
+        "air drumming,-0gR5HK4dkQ,34,44,val\n"
+    )
+    trimmed, _ = list_tasks(input_path="/k400", manifest=str(tmp_path / "k.csv"))
+    t = {x.video_id: x for x in trimmed}["--07WQ2iBlw_000001_000011"]
+    assert (t.source, t.label, t.split, t.start, t.end) == (
+        "/k400/--07WQ2iBlw_000001_000011.mp4", "abseiling", "train", None, None,
+    )  # fmt: skip
+    full, _ = list_tasks(
+        input_path="/yt", manifest=str(tmp_path / "k.csv"), path_template="{youtube_id}.mkv"
+    )
+    t = {x.video_id: x for x in full}["-0gR5HK4dkQ"]
+    assert (t.source, t.start, t.end, t.label_index) == ("/yt/-0gR5HK4dkQ.mkv", 34, 44, 1)
+
+
+def test_shards_are_dealt_round_robin_by_sorted_id(tmp_path):
+    for i in range(5):
+        _touch(tmp_path / f"v{i}.mp4")
+    tasks, _ = list_tasks(input_path=str(tmp_path), num_shards=2)
+    assert [(t.video_id, t.shard, t.num_shards) for t in tasks] == [
+        ("v0", 0, 2), ("v1", 1, 2), ("v2", 0, 2), ("v3", 1, 2), ("v4", 0, 2),
+    ]  # fmt: skip
+    auto, _ = list_tasks(input_path=str(tmp_path))
+    assert {t.num_shards for t in auto} == {1}
+
+
+def test_manifest_problems_are_clear(tmp_path):
+    with pytest.raises(ManifestError, match="not found"):
+        list_tasks(manifest=str(tmp_path / "none.csv"))
+    (tmp_path / "bad.csv").write_text("id,label\nx,y\n")
+    with pytest.raises(ManifestError, match="no 'path'"):
+        list_tasks(manifest=str(tmp_path / "bad.csv"))
