@@ -19,8 +19,10 @@ def ffmpeg(*args: str) -> None:
     subprocess.run([FFMPEG, "-y", "-nostdin", "-loglevel", "error", *args], check=True)
 
 
-def reference_frames(path: str, fps: float, height: int, width: int, vf_extra: str = "") -> np.ndarray:
-    """Decode with the ffmpeg CLI to uint8 [T, height, width, 3] RGB (fps filter, bilinear scale)."""
+def reference_frames(
+    path: str, fps: float, height: int, width: int, vf_extra: str = ""
+) -> np.ndarray:
+    """Decode with the ffmpeg CLI to uint8 [T, height, width, 3] RGB (fps, bilinear scale)."""
     vf = f"fps={fps},scale={width}:{height}:flags=bilinear{vf_extra}"
     out = subprocess.run(
         [FFMPEG, "-nostdin", "-loglevel", "error", "-i", path, "-vf", vf,

@@ -35,7 +35,9 @@ def test_time_range_matches_the_same_frames_of_a_full_decode(bikes):
     part = decode_video(bikes, short_side=64, start=1.0, end=3.0)
     assert len(part) == 50
     # Frames 25..74 of the full decode; seeking may land one frame off, not more.
-    errors = [np.abs(part.astype(int) - full[25 + k : 75 + k].astype(int)).mean() for k in (-1, 0, 1)]
+    errors = [
+        np.abs(part.astype(int) - full[25 + k : 75 + k].astype(int)).mean() for k in (-1, 0, 1)
+    ]
     assert min(errors) < 1.0
 
 

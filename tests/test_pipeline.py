@@ -146,7 +146,9 @@ def test_tfrecord_opens_in_an_independent_reader(result):
         assert int(context["clip/frames"][0]) == row["num_frames"]
         assert [bytes(b) for b in features["image/encoded"]] == row["rgb"]
         assert [bytes(b) for b in features["FORWARD_FLOW/x/encoded"]] == row["flow_x"]
-        assert "clip/label/string" in context if row["label"] else "clip/label/string" not in context
+        assert (
+            "clip/label/string" in context if row["label"] else "clip/label/string" not in context
+        )
 
 
 def test_reader_gives_the_same_rows_for_both_formats(result):

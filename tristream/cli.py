@@ -27,37 +27,58 @@ def _run_parser(sub) -> None:
         "Unknown --flags are passed to Apache Beam (e.g. --runner, --direct_running_mode).",
     )
     src = p.add_argument_group("input (one of --input / --manifest, or both)")
-    src.add_argument("--input", help="folder of videos (recursive) or a glob; with --manifest, "
-                     "the folder that relative manifest paths start from")  # fmt: skip
-    src.add_argument("--manifest", help="CSV or JSONL with path[,id,label,label_index,split,start,"
-                     "end], or a Kinetics CSV (label,youtube_id,time_start,time_end,split)")  # fmt: skip
-    src.add_argument("--path-template", default=None,
-                     help="file name of a Kinetics row (default "
-                     "'{youtube_id}_{time_start:06d}_{time_end:06d}.mp4')")  # fmt: skip
+    src.add_argument(
+        "--input",
+        help="folder of videos (recursive) or a glob; with --manifest, "
+        "the folder that relative manifest paths start from",
+    )
+    src.add_argument(
+        "--manifest",
+        help="CSV or JSONL with path[,id,label,label_index,split,start,"
+        "end], or a Kinetics CSV (label,youtube_id,time_start,time_end,split)",
+    )
+    src.add_argument(
+        "--path-template",
+        default=None,
+        help="file name of a Kinetics row (default "
+        "'{youtube_id}_{time_start:06d}_{time_end:06d}.mp4')",
+    )
     p.add_argument("--output", required=True, help="output folder (shards/, manifest.json, ...)")
     p.add_argument("--format", default="parquet", choices=["parquet", "tfrecord", "both"])
     p.add_argument("--fps", type=float, default=25.0, help="frame rate; 0 keeps the source rate")
-    p.add_argument("--short-side", type=int, default=256,
-                   help="resize so the short side has this many pixels; 0 keeps the size")  # fmt: skip
+    p.add_argument(
+        "--short-side",
+        type=int,
+        default=256,
+        help="resize so the short side has this many pixels; 0 keeps the size",
+    )
     p.add_argument("--max-frames", type=int, default=300, help="frames per segment (row)")
     p.add_argument("--flow", default="opencv", choices=["opencv", "torch", "none"])
     p.add_argument("--flow-encoding", default="jpeg", choices=["jpeg", "png", "f16"])
-    p.add_argument("--flow-param", action="append", type=_flow_param, default=[],
-                   metavar="NAME=VALUE",
-                   help="TV-L1 parameter, repeatable (tau, lambda_, theta, nscales, warps, "
-                   "epsilon, inner_iterations, outer_iterations, scale_step, gamma, "
-                   "median_filtering)")  # fmt: skip
+    p.add_argument(
+        "--flow-param",
+        action="append",
+        type=_flow_param,
+        default=[],
+        metavar="NAME=VALUE",
+        help="TV-L1 parameter, repeatable (tau, lambda_, theta, nscales, warps, "
+        "epsilon, inner_iterations, outer_iterations, scale_step, gamma, "
+        "median_filtering)",
+    )
     p.add_argument("--device", default="auto", help="torch flow device: auto, cpu, cuda[:N]")
     p.add_argument("--flow-batch-size", type=int, default=16, help="frame pairs per torch batch")
     p.add_argument("--jpeg-quality", type=int, default=95)
     p.add_argument("--workers", type=int, default=0, help="local worker threads (0: all cores)")
-    p.add_argument("--num-shards", type=int, default=0,
-                   help="shards per split (0: one per 100 videos)")  # fmt: skip
+    p.add_argument(
+        "--num-shards", type=int, default=0, help="shards per split (0: one per 100 videos)"
+    )
     p.add_argument("--split", default="train", help="split of videos whose manifest has none")
-    p.add_argument("--timeout", type=float, default=0.0,
-                   help="seconds allowed per video decode (0: no limit)")  # fmt: skip
-    p.add_argument("--fail-on-error", action="store_true",
-                   help="exit with status 1 if any video failed")  # fmt: skip
+    p.add_argument(
+        "--timeout", type=float, default=0.0, help="seconds allowed per video decode (0: no limit)"
+    )
+    p.add_argument(
+        "--fail-on-error", action="store_true", help="exit with status 1 if any video failed"
+    )
     p.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -103,8 +124,9 @@ def summary(manifest: dict, failures: list[dict], output: str) -> str:
     ]
     for s in manifest["shards"]:
         for f in s["files"]:
-            lines.append(f"  {f['path']}: {s['rows']} rows, {s['frames']} frames, "
-                         f"{f['bytes'] / 1e6:.1f} MB")  # fmt: skip
+            lines.append(
+                f"  {f['path']}: {s['rows']} rows, {s['frames']} frames, {f['bytes'] / 1e6:.1f} MB"
+            )
     for f in failures:
         lines.append(f"  FAILED {f['video_id']} at {f['stage']}: {f['error']}")
     return "\n".join(lines)
@@ -141,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Beam's worker harness logs every channel it opens at INFO, and importing
+    # Beam warns about Google Cloud clients that a local run does not need.
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(lambda r: not str(r.msg).startswith("apitools not found"))
     try:
         if args.command == "run":
             return cmd_run(args, rest)

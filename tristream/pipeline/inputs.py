@@ -169,14 +169,18 @@ def list_tasks(
         rows = _read_manifest_rows(manifest)
         for n, row in enumerate(rows, 1):
             if "youtube_id" in row and "path" not in row:
-                raw.append(_kinetics_task(row, path_template or KINETICS_TEMPLATE, root, default_split))
+                raw.append(
+                    _kinetics_task(row, path_template or KINETICS_TEMPLATE, root, default_split)
+                )
                 continue
             if not row.get("path"):
                 raise ManifestError(f"{manifest}: row {n} has no 'path'")
             path = str(row["path"])
             full = path if os.path.isabs(path) or "://" in path else os.path.join(root, path)
             vid = row.get("id") or os.path.splitext(path)[0].replace(os.sep, "/")
-            raw.append({**row, "id": str(vid), "path": full, "split": row.get("split") or default_split})
+            raw.append(
+                {**row, "id": str(vid), "path": full, "split": row.get("split") or default_split}
+            )
 
     labels = sorted({r["label"] for r in raw if r.get("label") not in (None, "")})
     label_index = {label: i for i, label in enumerate(labels)}

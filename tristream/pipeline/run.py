@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
+from tristream.pipeline import progress
 from tristream.pipeline.config import RunConfig
 from tristream.pipeline.inputs import list_tasks
 from tristream.pipeline.sinks import CollectVideo, WriteShard, finalize
@@ -119,8 +120,15 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> RunResult:
     runner, options = _options(config, list(beam_args or []))
     pipeline = beam.Pipeline(runner=runner, options=options)
     build(pipeline, config, tasks, pre_failures)
-    result = pipeline.run()
-    result.wait_until_finish()
+    local = runner is not None and options.view_as(DirectOptions).direct_running_mode != (
+        "multi_processing"
+    )
+    progress.start(len(tasks), enabled=None if local else False)
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    finally:
+        progress.close()
     counters: dict[str, int] = {}
     try:
         for c in result.metrics().query()["counters"]:

@@ -68,15 +68,17 @@ class CollectVideo(beam.DoFn):
             task = staged[0].task if staged else None
             yield beam.pvalue.TaggedOutput(
                 "failures",
-                Failure(video_id, task.source if task else "", "write",
-                        f"incomplete segments {indices}"),  # fmt: skip
+                Failure(
+                    video_id, task.source if task else "", "write", f"incomplete segments {indices}"
+                ),  # fmt: skip
             )
             return
         task = staged[0].task
         self.done.inc()
         frames = sum(s.num_frames for s in staged) - (len(staged) - 1)
-        yield (task.split, task.shard, task.num_shards), CompleteVideo(
-            task, tuple(s.path for s in staged), frames
+        yield (
+            (task.split, task.shard, task.num_shards),
+            CompleteVideo(task, tuple(s.path for s in staged), frames),
         )
 
 

@@ -20,6 +20,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
+from tristream.pipeline import progress
 from tristream.pipeline.config import RunConfig
 from tristream.pipeline.inputs import VideoTask
 from tristream.shards.codec import encode_flow, encode_frames
@@ -31,6 +32,11 @@ from tristream.transforms.flow import compute_flow
 LOG = logging.getLogger(__name__)
 FAILURES = "failures"
 NAMESPACE = "tristream"
+
+# Videos that failed in a stage after decode, while decode is still reading
+# them: fused stages run in the decoding thread's process, so decode sees this
+# and stops reading a video that is already lost.
+_FAILED_VIDEOS: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,11 @@ def video_key(video_id: str) -> str:
 
 def _error_text(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
-    return text if isinstance(exc, (RuntimeError, ValueError, OSError)) else f"{type(exc).__name__}: {text}"
+    return (
+        text
+        if isinstance(exc, (RuntimeError, ValueError, OSError))
+        else f"{type(exc).__name__}: {text}"
+    )
 
 
 class _Stage(beam.DoFn):
@@ -106,11 +116,17 @@ class _Stage(beam.DoFn):
             yield self.run(work)
         except Exception as exc:  # noqa: BLE001 - a bad video must not stop the run
             self.failed.inc()
+            _FAILED_VIDEOS.add(work.task.video_id)
             LOG.warning("%s failed at %s: %s", work.task.video_id, self.stage, exc)
             yield beam.pvalue.TaggedOutput(
                 FAILURES,
-                Failure(work.task.video_id, work.task.source, self.stage, _error_text(exc),
-                        work.segment.index),  # fmt: skip
+                Failure(
+                    work.task.video_id,
+                    work.task.source,
+                    self.stage,
+                    _error_text(exc),
+                    work.segment.index,
+                ),  # fmt: skip
             )
 
 
@@ -140,14 +156,23 @@ class DecodeFn(beam.DoFn):
                 timeout=c.timeout or None,
             ):
                 index = seg.index
-                self.frames.inc(len(seg.frames) - (1 if seg.index else 0))
+                new_frames = len(seg.frames) - (1 if seg.index else 0)
+                self.frames.inc(new_frames)
+                progress.frames(new_frames)
                 yield SegmentWork(task, seg, fps)
+                if task.video_id in _FAILED_VIDEOS:
+                    break  # a later stage failed on this video: its failure is reported
         except Exception as exc:  # noqa: BLE001
             self.failed.inc()
             LOG.warning("%s failed at %s: %s", task.video_id, stage, exc)
+            _FAILED_VIDEOS.add(task.video_id)
             yield beam.pvalue.TaggedOutput(
                 FAILURES, Failure(task.video_id, task.source, stage, _error_text(exc), index)
             )
+        finally:
+            failed = task.video_id in _FAILED_VIDEOS
+            _FAILED_VIDEOS.discard(task.video_id)
+            progress.video_done(failed)
 
 
 class FlowFn(_Stage):

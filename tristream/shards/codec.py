@@ -54,7 +54,9 @@ def decode_image(data: bytes, gray: bool = False) -> np.ndarray:
     return image if gray else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def encode_frames(frames: np.ndarray, fmt: str = "jpeg", quality: int = JPEG_QUALITY) -> list[bytes]:
+def encode_frames(
+    frames: np.ndarray, fmt: str = "jpeg", quality: int = JPEG_QUALITY
+) -> list[bytes]:
     """Encode uint8 ``[T, H, W, 3]`` frames, one JPEG/PNG each."""
     return [encode_image(f, fmt, quality) for f in frames]
 

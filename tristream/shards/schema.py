@@ -88,6 +88,4 @@ def arrow_schema(modalities: tuple[str, ...] | list[str]) -> pa.Schema:
 def modalities_of(column_names: list[str] | set[str]) -> tuple[str, ...]:
     """Which modalities a set of column names holds (the inverse of :func:`columns_for`)."""
     names = set(column_names)
-    return tuple(
-        m for m in MODALITIES if any(c.modality == m and c.name in names for c in COLUMNS)
-    )
+    return tuple(m for m in MODALITIES if any(c.modality == m and c.name in names for c in COLUMNS))

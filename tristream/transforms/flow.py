@@ -115,7 +115,7 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-#: Flow backends by name: each takes gray uint8 ``[T, H, W]`` and returns float32 ``[T-1, H, W, 2]``.
+#: Flow backends by name: gray uint8 ``[T, H, W]`` in, float32 ``[T-1, H, W, 2]`` out.
 BACKENDS: dict[str, Callable[..., np.ndarray]] = {
     "opencv": _opencv_flow,
     "torch": _torch_flow,
