@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers import FFMPEG, reference_frames
+from tests.helpers import FFMPEG, ffmpeg, reference_frames
 from tristream.transforms import decode
 from tristream.transforms.decode import DecodeError, decode_segments, decode_video, probe
 
@@ -102,3 +102,18 @@ def test_truncated_file_fails_or_yields_a_prefix(bikes, tmp_path):
         assert "ffmpeg" in str(exc)
     else:
         assert 0 < len(frames) < 250 and frames.shape[1:] == (32, 74, 3)
+
+
+def test_rotated_video_is_decoded_upright_with_its_short_side_resized(carphone, tmp_path):
+    rotated = str(tmp_path / "rotated.mp4")
+    # Same stream, with a display matrix saying "rotate by 90 degrees".
+    ffmpeg("-display_rotation", "90", "-i", carphone, "-t", "1", "-c", "copy", rotated)
+    info = probe(rotated)
+    assert abs(info.rotation) == 90 and (info.width, info.height) == (176, 144)
+    frames = decode_video(rotated, short_side=64)
+    upright = decode_video(carphone, short_side=64, end=1)
+    # Portrait now: 144x176 -> 64x78 (width x height), and the picture is the
+    # source turned by a quarter (which way depends on the matrix's sign).
+    assert frames.shape[1:] == (78, 64, 3) and len(frames) >= 25  # copy cuts at packets
+    turned = [np.rot90(upright, k, axes=(1, 2)) for k in (1, -1)]
+    assert min(np.abs(frames[:25].astype(int) - t.astype(int)).mean() for t in turned) < 3
