@@ -49,6 +49,10 @@ def test_csv_manifest_labels_splits_ranges_and_duplicates(tmp_path):
     )  # fmt: skip
     assert by_id["bee"].label_index == 0 and by_id["bee"].start is None
     assert by_id["dee"].source == "/abs/d.mp4" and by_id["dee"].split == "all"
+    # Without an id: the path relative to the root, or the file name outside it.
+    (tmp_path / "n.csv").write_text("path\nsub/e.mp4\n/elsewhere/f.avi\n")
+    ids = [t.video_id for t in list_tasks(manifest=str(tmp_path / "n.csv"))[0]]
+    assert ids == ["f", "sub/e"]
     assert [(r.video_id, r.stage) for r in rejected] == [("bee", "manifest")]
     assert "duplicate" in rejected[0].error
     assert label_map(tasks) == {"jump": 0, "run": 1}

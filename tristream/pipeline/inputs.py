@@ -70,7 +70,10 @@ def _glob_root(pattern: str) -> str:
 
 
 def _id_from_path(path: str, root: str) -> str:
-    rel = os.path.relpath(path, root)
+    """The path relative to ``root`` without suffix; the file name alone when outside it."""
+    rel = os.path.relpath(path, root) if "://" not in path else os.path.basename(path)
+    if rel.startswith(".."):
+        rel = os.path.basename(path)
     return os.path.splitext(rel)[0].replace(os.sep, "/")
 
 
@@ -177,7 +180,7 @@ def list_tasks(
                 raise ManifestError(f"{manifest}: row {n} has no 'path'")
             path = str(row["path"])
             full = path if os.path.isabs(path) or "://" in path else os.path.join(root, path)
-            vid = row.get("id") or os.path.splitext(path)[0].replace(os.sep, "/")
+            vid = row.get("id") or _id_from_path(full, root)
             raw.append(
                 {**row, "id": str(vid), "path": full, "split": row.get("split") or default_split}
             )
