@@ -206,3 +206,14 @@ def test_cli_exit_codes_and_flow_none(tmp_path, carphone):
     assert json.loads((out / "failures.jsonl").read_text())["video_id"] == "text"
     assert main(["inspect", str(out)]) == 0
     assert main(["run", "--output", str(out)]) == 2  # no input: a clear error, status 2
+    assert main(["run", "--input", str(tmp_path / "none"), "--output", str(out)]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["run", "--input", str(tmp_path / "empty"), "--output", str(out)]) == 2
+    # A second run into the same folder with another format and shard count
+    # replaces the first run's shards instead of sitting beside them.
+    assert main([*args[:-3], "parquet", "--num-shards", "2", "--workers", "1"]) == 0
+    assert sorted(os.listdir(out / "shards")) == [
+        "train-00000-of-00002.parquet",
+        "train-00001-of-00002.parquet",
+    ]
+    assert [r["video_id"] for r in read_rows(out)] == ["good"]

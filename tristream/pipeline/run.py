@@ -114,6 +114,8 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> RunResult:
     tasks, rejected = list_tasks(
         config.input, config.manifest, config.path_template, config.split, config.num_shards
     )
+    if not tasks and not rejected:
+        raise ValueError(f"no videos found in {config.manifest or config.input}")
     pre_failures = [Failure(r.video_id, r.source, r.stage, r.error) for r in rejected]
     os.makedirs(config.output, exist_ok=True)
     LOG.info("%d videos to process into %s", len(tasks), config.output)

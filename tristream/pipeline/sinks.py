@@ -150,6 +150,7 @@ def finalize(_, config: RunConfig, tasks: list[VideoTask], pre_failures: list[Fa
     """
     schema = arrow_schema(config.modalities)
     folder = os.path.join(config.output, "shards")
+    os.makedirs(folder, exist_ok=True)
     have = {(s["split"], s["shard"]) for s in shards}
     expected = {(t.split, t.shard, t.num_shards) for t in tasks}
     shards = list(shards)
@@ -158,6 +159,13 @@ def finalize(_, config: RunConfig, tasks: list[VideoTask], pre_failures: list[Fa
             shards.append(write_shard(config, schema, folder, split, shard, num_shards,
                                       lambda: iter(()), []))  # fmt: skip
     shards.sort(key=lambda s: (s["split"], s["shard"]))
+    # Shard files of an earlier run into the same folder (another shard count or
+    # format) would be read as part of this one: remove them.
+    current = {os.path.basename(f["path"]) for s in shards for f in s["files"]}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(tuple(SUFFIX.values())) and name not in current:
+            LOG.warning("removing stale shard from an earlier run: %s", name)
+            os.remove(os.path.join(folder, name))
 
     first: dict[str, Failure] = {}
     for f in sorted([*pre_failures, *failures], key=lambda f: (f.video_id, f.segment or 0)):
