@@ -56,6 +56,18 @@ def iter_raw_rows(path: str | os.PathLike, fmt: str | None = None) -> Iterator[d
             raise ValueError(f"not a shard file (expected .parquet or .tfrecord): {file}")
 
 
+def parse_meta(raw: dict[str, Any]) -> dict[str, Any]:
+    """The row's ``meta`` JSON as a dict; raises ValueError for a schema newer than this reader."""
+    meta = json.loads(raw["meta"]) if raw.get("meta") else {}
+    version = meta.get("schema_version", SCHEMA_VERSION)
+    if version > SCHEMA_VERSION:
+        raise ValueError(
+            f"shard schema version {version} is newer than this reader ({SCHEMA_VERSION}); "
+            "upgrade tristream"
+        )
+    return meta
+
+
 def decode_row(raw: dict[str, Any], modalities: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Turn a raw row into arrays.
 
@@ -65,13 +77,7 @@ def decode_row(raw: dict[str, Any], modalities: tuple[str, ...] | None = None) -
     pixels (dequantised); ``keypoints`` float32 ``[M, T, 17, 3]``, ``boxes``
     float32 ``[M, T, 5]``, ``track_ids`` int32 ``[M]``.
     """
-    meta = json.loads(raw["meta"]) if raw.get("meta") else {}
-    version = meta.get("schema_version", SCHEMA_VERSION)
-    if version > SCHEMA_VERSION:
-        raise ValueError(
-            f"shard schema version {version} is newer than this reader ({SCHEMA_VERSION}); "
-            "upgrade tristream"
-        )
+    meta = parse_meta(raw)
 
     def wanted(m: str) -> bool:
         return modalities is None or m in modalities

@@ -9,6 +9,7 @@ TensorFlow, the ``tfrecord`` package or any other TFRecord reader opens them.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
@@ -37,25 +38,58 @@ def write_record(f: BinaryIO, data: bytes) -> None:
     f.write(struct.pack("<I", _masked_crc(data)))
 
 
+def read_record_at(f: BinaryIO, offset: int | None = None, check_crc: bool = True) -> bytes | None:
+    """The payload of the record at ``offset`` (the current position when None).
+
+    Returns None at a clean end of file; raises ValueError on a truncated or
+    corrupt record.
+    """
+    if offset is not None:
+        f.seek(offset)
+    pos = f.tell()
+    head = f.read(12)
+    if not head:
+        return None
+    if len(head) < 12:
+        raise ValueError(f"{f.name}: truncated record header at byte {pos}")
+    length_bytes, length_crc = head[:8], struct.unpack("<I", head[8:])[0]
+    if check_crc and _masked_crc(length_bytes) != length_crc:
+        raise ValueError(f"{f.name}: corrupt record length at byte {pos}")
+    (length,) = struct.unpack("<Q", length_bytes)
+    data = f.read(length)
+    tail = f.read(4)
+    if len(data) < length or len(tail) < 4:
+        raise ValueError(f"{f.name}: truncated record at byte {pos}")
+    if check_crc and _masked_crc(data) != struct.unpack("<I", tail)[0]:
+        raise ValueError(f"{f.name}: corrupt record data at byte {pos}")
+    return data
+
+
+def record_offsets(path: str) -> list[int]:
+    """Byte offsets of every record of a TFRecord file (reads and checks the headers only)."""
+    offsets: list[int] = []
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        pos = 0
+        while pos < size:
+            head = f.read(12)
+            if len(head) < 12:
+                raise ValueError(f"{path}: truncated record header at byte {pos}")
+            if _masked_crc(head[:8]) != struct.unpack("<I", head[8:])[0]:
+                raise ValueError(f"{path}: corrupt record length at byte {pos}")
+            (length,) = struct.unpack("<Q", head[:8])
+            offsets.append(pos)
+            pos += 12 + length + 4
+            if pos > size:
+                raise ValueError(f"{path}: truncated record at byte {offsets[-1]}")
+            f.seek(pos)
+    return offsets
+
+
 def iter_records(path: str, check_crc: bool = True) -> Iterator[bytes]:
     """Yield the payload of each record of a TFRecord file; raise ValueError on corruption."""
     with open(path, "rb") as f:
-        while True:
-            head = f.read(12)
-            if not head:
-                return
-            if len(head) < 12:
-                raise ValueError(f"{path}: truncated record header")
-            length_bytes, length_crc = head[:8], struct.unpack("<I", head[8:])[0]
-            if check_crc and _masked_crc(length_bytes) != length_crc:
-                raise ValueError(f"{path}: corrupt record length")
-            (length,) = struct.unpack("<Q", length_bytes)
-            data = f.read(length)
-            tail = f.read(4)
-            if len(data) < length or len(tail) < 4:
-                raise ValueError(f"{path}: truncated record")
-            if check_crc and _masked_crc(data) != struct.unpack("<I", tail)[0]:
-                raise ValueError(f"{path}: corrupt record data")
+        while (data := read_record_at(f, check_crc=check_crc)) is not None:
             yield data
 
 
