@@ -43,13 +43,14 @@ def shard_name(split: str, shard: int, num_shards: int, fmt: str) -> str:
     return f"{split}-{shard:05d}-of-{num_shards:05d}{SUFFIX[fmt]}"
 
 
-@beam.typehints.with_output_types(tuple[tuple[str, int, int], CompleteVideo])
 class CollectVideo(beam.DoFn):
     """``(video_id, {staged, failed})`` -> ``((split, shard, n), CompleteVideo)`` if complete.
 
+    Emits a :class:`Failure` instead for an incomplete video.
+
     A video with any failure is dropped whole (its failure is reported by the
-    finaliser) and its staged files are removed; so is one whose segments are
-    not all there (which would be a bug, reported as a failure).
+    finaliser); so is one whose segments are not all there (which would be a
+    bug, reported as a failure).
     """
 
     def __init__(self):
@@ -59,15 +60,11 @@ class CollectVideo(beam.DoFn):
         video_id, grouped = element
         staged: list[StagedSegment] = sorted(grouped["staged"], key=lambda s: s.index)
         if grouped["failed"]:
-            for s in staged:
-                if os.path.exists(s.path):
-                    os.remove(s.path)
             return
         indices = [s.index for s in staged]
         if not staged or not staged[-1].is_last or indices != list(range(len(staged))):
             task = staged[0].task if staged else None
-            yield beam.pvalue.TaggedOutput(
-                "failures",
+            yield (
                 Failure(
                     video_id, task.source if task else "", "write", f"incomplete segments {indices}"
                 ),  # fmt: skip
@@ -94,8 +91,14 @@ class WriteShard(beam.DoFn):
 
     def _rows(self, videos: list[CompleteVideo]):
         for video in videos:
+            t = video.task
+            identity = {"video_id": t.video_id, "source": t.source, "label": t.label,
+                        "label_index": t.label_index}  # fmt: skip
             for path in video.paths:
-                yield from iter_parquet_rows(path)
+                for row in iter_parquet_rows(path):
+                    # The cache is keyed by content: identity comes from this run's manifest.
+                    row.update(identity)
+                    yield row
 
     def process(self, element):
         (split, shard, num_shards), videos = element
@@ -141,13 +144,18 @@ def write_shard(config, schema, folder, split, shard, num_shards, rows, videos) 
     }
 
 
-def finalize(_, config: RunConfig, tasks: list[VideoTask], pre_failures: list[Failure],
-             shards: list[dict], failures: list[Failure]) -> dict:  # fmt: skip
+def finalize(
+    element, config: RunConfig, tasks: list[VideoTask], pre_failures: list[Failure]
+) -> dict:
     """Write empty shards for shards no video reached, ``failures.jsonl`` and ``manifest.json``.
 
-    Runs once, after every shard is written. Keeps one failure per video (the
+    ``element`` is ``(None, {"shards": [...], "failures": [...], ...})`` from a
+    CoGroupByKey on one constant key, so this runs once, after every shard is
+    written, on any runner (no side inputs). Keeps one failure per video (the
     earliest segment's). Returns the manifest dict.
     """
+    _, grouped = element
+    shards, failures = list(grouped["shards"]), list(grouped["failures"])
     schema = arrow_schema(config.modalities)
     folder = os.path.join(config.output, "shards")
     os.makedirs(folder, exist_ok=True)

@@ -10,9 +10,9 @@ thread is alive at a time.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,7 +20,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from tristream.pipeline import progress
+from tristream.pipeline import cache, progress
 from tristream.pipeline.config import RunConfig
 from tristream.pipeline.inputs import VideoTask
 from tristream.shards.codec import encode_flow, encode_frames
@@ -30,7 +30,6 @@ from tristream.transforms.decode import Segment, decode_segments, probe
 from tristream.transforms.flow import compute_flow
 
 LOG = logging.getLogger(__name__)
-FAILURES = "failures"
 NAMESPACE = "tristream"
 
 # Videos that failed in a stage after decode, while decode is still reading
@@ -70,6 +69,7 @@ class SegmentWork:
     task: VideoTask
     segment: Segment
     fps: float
+    entry: str
     flow: np.ndarray | None = None
     row: dict[str, Any] | None = None
 
@@ -83,11 +83,6 @@ class StagedSegment:
     is_last: bool
     path: str
     num_frames: int
-
-
-def video_key(video_id: str) -> str:
-    """A file-system-safe, collision-free folder name for a video id."""
-    return hashlib.sha1(video_id.encode("utf-8")).hexdigest()[:20]
 
 
 def _error_text(exc: BaseException) -> str:
@@ -111,15 +106,17 @@ class _Stage(beam.DoFn):
     def run(self, work: SegmentWork) -> SegmentWork:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def process(self, work: SegmentWork):
+    def process(self, work):
+        if not isinstance(work, SegmentWork):
+            yield work  # a Failure or StagedSegment from an earlier stage: pass it on
+            return
         try:
             yield self.run(work)
         except Exception as exc:  # noqa: BLE001 - a bad video must not stop the run
             self.failed.inc()
             _FAILED_VIDEOS.add(work.task.video_id)
             LOG.warning("%s failed at %s: %s", work.task.video_id, self.stage, exc)
-            yield beam.pvalue.TaggedOutput(
-                FAILURES,
+            yield (
                 Failure(
                     work.task.video_id,
                     work.task.source,
@@ -131,19 +128,48 @@ class _Stage(beam.DoFn):
 
 
 class DecodeFn(beam.DoFn):
-    """VideoTask -> SegmentWork per segment (probe, then ffmpeg decode)."""
+    """VideoTask -> SegmentWork per segment (cache look-up, probe, then ffmpeg decode).
+
+    A video whose cache entry is complete is not decoded: its
+    :class:`StagedSegment` s are emitted at once and pass the later stages.
+    Failures are emitted as :class:`Failure` elements in the same stream
+    (one output per DoFn, which every runner supports; Dask's runner mixes up
+    tagged outputs).
+    ``--timeout`` bounds the probe and the decode of one video together.
+    """
 
     def __init__(self, config: RunConfig):
         self.config = config
         self.frames = Metrics.counter(NAMESPACE, "frames")
         self.failed = Metrics.counter(NAMESPACE, "decode_failures")
+        self.cached = Metrics.counter(NAMESPACE, "videos_cached")
+
+    def setup(self) -> None:
+        self.cache_root = os.path.join(self.config.output, "cache")
 
     def process(self, task: VideoTask):
         c = self.config
         stage = "probe"
         index = None
+        deadline = time.monotonic() + c.timeout if c.timeout else None
+
+        def remaining() -> float | None:
+            return None if deadline is None else max(0.1, deadline - time.monotonic())
+
         try:
-            info = probe(task.source, timeout=c.timeout or None)
+            entry, reusable = cache.entry_dir(
+                self.cache_root, c.config_hash, task.source, task.start, task.end, task.video_id
+            )
+            done = cache.read_done(entry) if reusable else None
+            if done is not None:
+                self.cached.inc()
+                for s in done:
+                    path = cache.segment_path(entry, s["index"])
+                    last = s is done[-1]
+                    staged = StagedSegment(task, s["index"], last, path, s["num_frames"])
+                    yield staged
+                return
+            info = probe(task.source, timeout=remaining())
             fps = c.fps if c.fps > 0 else info.fps
             stage = "decode"
             for seg in decode_segments(
@@ -153,22 +179,20 @@ class DecodeFn(beam.DoFn):
                 max_frames=c.max_frames,
                 start=task.start,
                 end=task.end,
-                timeout=c.timeout or None,
+                timeout=remaining(),
             ):
                 index = seg.index
                 new_frames = len(seg.frames) - (1 if seg.index else 0)
                 self.frames.inc(new_frames)
                 progress.frames(new_frames)
-                yield SegmentWork(task, seg, fps)
+                yield SegmentWork(task, seg, fps, entry)
                 if task.video_id in _FAILED_VIDEOS:
                     break  # a later stage failed on this video: its failure is reported
         except Exception as exc:  # noqa: BLE001
             self.failed.inc()
             LOG.warning("%s failed at %s: %s", task.video_id, stage, exc)
             _FAILED_VIDEOS.add(task.video_id)
-            yield beam.pvalue.TaggedOutput(
-                FAILURES, Failure(task.video_id, task.source, stage, _error_text(exc), index)
-            )
+            yield Failure(task.video_id, task.source, stage, _error_text(exc), index)
         finally:
             failed = task.video_id in _FAILED_VIDEOS
             _FAILED_VIDEOS.discard(task.video_id)
@@ -222,31 +246,36 @@ class EncodeFn(_Stage):
         return replace(work, row=row)
 
 
-@beam.typehints.with_output_types(tuple[str, StagedSegment])
 class StageFn(_Stage):
-    """Writes each encoded row to ``OUT/cache/<config hash>/<video key>/`` (atomically).
+    """Writes each encoded row to the video's cache entry (atomically).
 
-    Emits ``(video_id, StagedSegment)``: only small references travel to the
-    shard writer, so grouping never holds frames in memory.
+    Emits a :class:`StagedSegment`: only small references travel to the
+    shard writer, so grouping never holds frames in memory. After a video's
+    last segment it marks the entry complete, so a re-run skips the video.
     """
 
     stage = "write"
 
     def setup(self) -> None:
         self.schema = arrow_schema(self.config.modalities)
-        self.cache = os.path.join(self.config.output, "cache", self.config.config_hash)
+        self.segments: dict[str, list[dict]] = {}
 
-    def process(self, work: SegmentWork):
+    def process(self, work):
         for out in super().process(work):
-            if isinstance(out, StagedSegment):
-                yield out.task.video_id, out
-            else:
-                yield out
+            if isinstance(out, Failure):
+                self.segments.pop(out.video_id, None)
+            yield out
 
     def run(self, work: SegmentWork) -> StagedSegment:  # type: ignore[override]
-        folder = os.path.join(self.cache, video_key(work.task.video_id))
-        path = os.path.join(folder, f"seg-{work.segment.index:05d}.parquet")
+        task, seg = work.task, work.segment
+        path = cache.segment_path(work.entry, seg.index)
         write_parquet_rows(path, [work.row], self.schema)
-        return StagedSegment(
-            work.task, work.segment.index, work.segment.is_last, path, work.row["num_frames"]
-        )
+        done = self.segments.setdefault(task.video_id, [])
+        if seg.index == 0:
+            done.clear()
+        done.append({"index": seg.index, "num_frames": work.row["num_frames"]})
+        if seg.is_last:
+            cache.mark_done(
+                work.entry, self.segments.pop(task.video_id), task.video_id, task.source
+            )
+        return StagedSegment(task, seg.index, seg.is_last, path, work.row["num_frames"])
