@@ -180,6 +180,7 @@ class DecodeFn(beam.DoFn):
                 start=task.start,
                 end=task.end,
                 timeout=remaining(),
+                min_frames=2,  # flow needs a pair; a one-frame video is a failure
             ):
                 index = seg.index
                 new_frames = len(seg.frames) - (1 if seg.index else 0)

@@ -100,7 +100,7 @@ def _check_readable(path: str) -> None:
         raise DecodeError(f"file not found: {path}")
     if os.path.isdir(path):
         raise DecodeError(f"is a directory, not a video: {path}")
-    if os.path.getsize(path) == 0:
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise DecodeError(f"empty file (0 bytes): {path}")
 
 
@@ -276,6 +276,7 @@ def decode_segments(
     start: float | None = None,
     end: float | None = None,
     timeout: float | None = None,
+    min_frames: int = 1,
 ) -> Iterator[Segment]:
     """Decode ``path`` and yield :class:`Segment` s of at most ``max_frames`` frames.
 
@@ -284,8 +285,11 @@ def decode_segments(
     exactly one segment. Frames are uint8 ``[T, H, W, 3]`` RGB after ffmpeg's
     rotation, the fps filter and the resize (see :func:`decode_command`).
     Memory holds at most one segment. ``timeout`` (seconds) kills a hung
-    decode. Raises :class:`DecodeError` with ffmpeg's reason on failure, also
-    when no frame at all is decoded.
+    decode. Raises :class:`DecodeError` with ffmpeg's reason on failure, when
+    fewer than ``min_frames`` frames are decoded, and for a truncated file
+    (ffmpeg's demuxer reports a partial file) — always before the segment
+    marked ``is_last`` is yielded, so a consumer never takes a failed video
+    for a complete one.
     """
     if max_frames < 2:
         raise ValueError("max_frames must be at least 2 (segments overlap by one frame)")
@@ -316,30 +320,46 @@ def decode_segments(
         reason = _stderr_reason(b"".join(stderr_tail).decode("utf-8", "replace"))
         return DecodeError(f"{message} (ffmpeg exit {proc.returncode}: {reason})")
 
+    def _finish(total: int) -> None:
+        """At end of stream: raise unless ffmpeg ended cleanly on a whole file."""
+        proc.stdout.close()
+        rc = proc.wait()
+        drain.join(timeout=5)
+        if rc != 0 or timed_out.is_set():
+            raise _fail("ffmpeg failed")
+        log = b"".join(stderr_tail).decode("utf-8", "replace")
+        if "partial file" in log:
+            raise DecodeError(f"truncated file: data ends early after {total} frame(s)")
+        if total < min_frames:
+            raise _fail(
+                "no frames decoded"
+                if total == 0
+                else f"only {total} frame(s) decoded, at least {min_frames} needed"
+            )
+
     try:
         buffer: list[np.ndarray] = []
         index = 0
         start_frame = 0
         pending = _read_ppm(proc.stdout)
+        if pending is None:
+            _finish(0)
         while pending is not None:
             buffer.append(pending)
             pending = _read_ppm(proc.stdout)
             if len(buffer) == max_frames or pending is None:
-                frames = np.stack(buffer)
-                yield Segment(index, start_frame, frames, is_last=pending is None)
+                if pending is None:
+                    # Check the whole decode before the last segment leaves: a
+                    # consumer that saw is_last may treat the video as complete.
+                    _finish(start_frame + len(buffer))
+                yield Segment(index, start_frame, np.stack(buffer), is_last=pending is None)
                 if pending is None:
                     break
                 index += 1
                 start_frame += len(buffer) - 1
                 buffer = [buffer[-1]]
-        proc.stdout.close()
-        rc = proc.wait()
-        if rc != 0 or timed_out.is_set():
-            raise _fail("ffmpeg failed")
-        if index == 0 and start_frame == 0 and not buffer:
-            raise _fail("no frames decoded")
     except DecodeError as exc:
-        if "(ffmpeg exit" in str(exc) or "timed out" in str(exc):
+        if "(ffmpeg exit" in str(exc) or "timed out" in str(exc) or "truncated" in str(exc):
             raise
         raise _fail(str(exc)) from exc
     finally:

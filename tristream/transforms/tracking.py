@@ -1,0 +1,673 @@
+"""Flow-based pose tracking (Simple Baselines, Xiao et al. 2018, Algorithm 1).
+
+For every frame of a video, in order:
+
+1. each live track's joints are moved from the previous frame to this one by
+   the optical flow (bilinear sample of the flow at each joint);
+2. the box of each track seen at the previous frame is rebuilt around its
+   propagated joints and enlarged by ``enlarge`` (15 %); these *flow boxes*
+   are unified with the detector's boxes by NMS, detections taking precedence;
+3. poses are estimated on the unified boxes (when an estimator is given);
+4. the similarity between each track's propagated joints and each estimated
+   pose is their OKS (COCO sigmas, area from the track's box);
+5. tracks seen within the last ``max_age`` frames are matched greedily, best
+   similarity first; unmatched detections start new tracks with new ids.
+
+Without a pose estimator (and without precomputed poses) the tracker works on
+boxes alone: each track's box moves by the median flow inside it and is matched
+to the detections by IoU.
+
+Units and conventions: pixel coordinates of the frames passed in (x right,
+y down); keypoints in COCO-17 order as ``(x, y, score)``; boxes as
+``(x1, y1, x2, y2, score)``; flow float32 ``[T-1, H, W, 2]`` from frame t to t+1
+(see :mod:`tristream.transforms.flow`). Pure numpy; the detector and the pose
+estimator are any callables with the contracts in :class:`FlowTracker`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: COCO-17 per-keypoint OKS sigmas (nose, eyes, ears, shoulders, elbows,
+#: wrists, hips, knees, ankles; left before right), as in the COCO evaluation.
+OKS_SIGMAS = (
+    np.array(
+        [0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72,
+         0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89],
+        np.float64,
+    )
+    / 10.0
+)  # fmt: skip
+
+NUM_JOINTS = 17
+
+Detector = Callable[[np.ndarray], Sequence[np.ndarray]]
+Estimator = Callable[[np.ndarray, Sequence[np.ndarray]], Sequence[np.ndarray]]
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def oks(a: np.ndarray, b: np.ndarray, area: float) -> float:
+    """Object keypoint similarity of two COCO-17 poses.
+
+    ``a``, ``b``: ``[17, 3]`` ``(x, y, score)`` in pixels. ``area``: the object
+    scale s² in pixels² (here: the area of the person's box). Joints count
+    where both scores are > 0. Returns a float in [0, 1]; 0 when no joint
+    counts or ``area`` <= 0.
+    """
+    return float(_oks_matrix(np.asarray(a)[None], np.asarray(b)[None], np.array([area]))[0, 0])
+
+
+def _oks_matrix(a: np.ndarray, b: np.ndarray, areas: np.ndarray) -> np.ndarray:
+    """OKS of each pose in ``a`` [N,17,3] with each pose in ``b`` [M,17,3]; scales ``areas`` [N]."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    n, m = len(a), len(b)
+    if n == 0 or m == 0:
+        return np.zeros((n, m), np.float64)
+    d2 = np.sum((a[:, None, :, :2] - b[None, :, :, :2]) ** 2, axis=-1)  # [N, M, 17]
+    k2 = (2.0 * OKS_SIGMAS) ** 2
+    areas = np.asarray(areas, np.float64)[:, None, None]
+    e = d2 / (2.0 * np.maximum(areas, np.spacing(1)) * k2)
+    vis = (a[:, None, :, 2] > 0) & (b[None, :, :, 2] > 0)
+    count = vis.sum(-1)
+    total = np.where(vis, np.exp(-e), 0.0).sum(-1)
+    out = np.where(count > 0, total / np.maximum(count, 1), 0.0)
+    return np.where(areas[:, :, 0] > 0, out, 0.0)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of boxes ``a`` [N, >=4] and ``b`` [M, >=4] (x1, y1, x2, y2).
+
+    Extra columns (a score) are ignored. Returns float64 ``[N, M]``; 0 for
+    empty boxes.
+    """
+    a = np.asarray(a, np.float64).reshape(-1, np.shape(a)[-1] if np.ndim(a) > 1 else 4)[:, :4]
+    b = np.asarray(b, np.float64).reshape(-1, np.shape(b)[-1] if np.ndim(b) > 1 else 4)[:, :4]
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def nms(boxes: np.ndarray, iou: float) -> np.ndarray:
+    """Greedy non-maximum suppression.
+
+    ``boxes``: ``[N, 5]`` (x1, y1, x2, y2, score). A box is dropped when its IoU
+    with a kept box of higher score exceeds ``iou``. Returns the kept indices
+    (int64), highest score first (ties: lower index first).
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 5)
+    order = np.argsort(-boxes[:, 4], kind="stable")
+    ious = box_iou(boxes, boxes)
+    keep: list[int] = []
+    for i in order:
+        if all(ious[i, j] <= iou for j in keep):
+            keep.append(int(i))
+    return np.array(keep, np.int64)
+
+
+def propagate_points(points: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Move points by a flow field: ``p + flow(p)``, the flow sampled bilinearly.
+
+    ``points``: ``[N, 2]`` (x, y) pixels in the source frame. ``flow``:
+    ``[H, W, 2]`` float (x right, y down) pixels from the source frame to the
+    next. Points outside the frame use the flow at the nearest border pixel.
+    Returns float32 ``[N, 2]``.
+    """
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    h, w = flow.shape[:2]
+    x = np.clip(pts[:, 0], 0, w - 1)
+    y = np.clip(pts[:, 1], 0, h - 1)
+    x0 = np.clip(np.floor(x).astype(np.int64), 0, max(w - 2, 0))
+    y0 = np.clip(np.floor(y).astype(np.int64), 0, max(h - 2, 0))
+    x1 = np.minimum(x0 + 1, w - 1)
+    y1 = np.minimum(y0 + 1, h - 1)
+    fx = (x - x0)[:, None]
+    fy = (y - y0)[:, None]
+    f = flow.astype(np.float64, copy=False)
+    top = f[y0, x0] * (1 - fx) + f[y0, x1] * fx
+    bottom = f[y1, x0] * (1 - fx) + f[y1, x1] * fx
+    return (pts + top * (1 - fy) + bottom * fy).astype(np.float32)
+
+
+def median_flow_shift(box: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Median flow ``(dx, dy)`` inside ``box`` (x1, y1, x2, y2[, score]); float64 ``[2]``.
+
+    The box is clipped to the frame; an empty box gives the flow at its
+    (clipped) centre.
+    """
+    h, w = flow.shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in box[:4])
+    c0, c1 = int(np.clip(np.floor(x1), 0, w - 1)), int(np.clip(np.ceil(x2), 0, w))
+    r0, r1 = int(np.clip(np.floor(y1), 0, h - 1)), int(np.clip(np.ceil(y2), 0, h))
+    if c1 <= c0 or r1 <= r0:
+        centre = np.array([[(x1 + x2) / 2, (y1 + y2) / 2]])
+        return (propagate_points(centre, flow)[0] - np.clip(centre[0], 0, None)).astype(np.float64)
+    region = flow[r0:r1, c0:c1].reshape(-1, 2)
+    return np.median(region, axis=0).astype(np.float64)
+
+
+def joints_box(joints: np.ndarray, enlarge: float = 0.15) -> np.ndarray | None:
+    """Box around the joints with score > 0, width and height enlarged by ``enlarge``.
+
+    ``joints``: ``[17, 3]``. Returns float64 ``[4]`` (x1, y1, x2, y2), or None
+    when fewer than two joints have a score > 0.
+    """
+    valid = joints[:, 2] > 0
+    if valid.sum() < 2:
+        return None
+    xy = joints[valid, :2].astype(np.float64)
+    lo, hi = xy.min(0), xy.max(0)
+    centre, half = (lo + hi) / 2, (hi - lo) / 2 * (1.0 + enlarge)
+    return np.concatenate([centre - half, centre + half])
+
+
+# --------------------------------------------------------------------------- output
+
+
+@dataclass
+class PersonTracks:
+    """Tracked persons of one segment (the shard contract's pose columns).
+
+    ``keypoints``: float32 ``[M, T, 17, 3]`` (x, y, score) in frame pixels.
+    ``boxes``: float32 ``[M, T, 5]`` (x1, y1, x2, y2, score) in frame pixels.
+    ``track_ids``: int32 ``[M]``, stable across the segments of one video.
+    Where track m is absent at frame t, ``keypoints[m, t]`` and ``boxes[m, t]``
+    are all zeros (score 0). Tracks are ordered by mean score over the segment,
+    highest first (ties: lower id first).
+    """
+
+    keypoints: np.ndarray
+    boxes: np.ndarray
+    track_ids: np.ndarray
+
+    @property
+    def num_persons(self) -> int:
+        """M, the number of tracks."""
+        return int(len(self.track_ids))
+
+    @property
+    def num_frames(self) -> int:
+        """T, the number of frames."""
+        return int(self.keypoints.shape[1])
+
+    @classmethod
+    def empty(cls, num_frames: int) -> PersonTracks:
+        """No persons over ``num_frames`` frames."""
+        return cls(
+            np.zeros((0, num_frames, NUM_JOINTS, 3), np.float32),
+            np.zeros((0, num_frames, 5), np.float32),
+            np.zeros((0,), np.int32),
+        )
+
+
+# --------------------------------------------------------------------------- tracker
+
+
+@dataclass
+class _Track:
+    id: int
+    joints: np.ndarray  # float64 [17, 3]: last matched pose, moved by flow to the current frame
+    box: np.ndarray  # float64 [5]: last box, moved to the current frame
+    age: int = 0  # frames since the track was last matched (0: matched at the current frame)
+
+
+@dataclass
+class _Candidate:
+    box: np.ndarray  # float64 [5]
+    pose: np.ndarray | None  # float64 [17, 3]
+    from_detector: bool
+
+
+@dataclass
+class _State:
+    tracks: list[_Track] = field(default_factory=list)
+    next_id: int = 0
+    last_frame: int | None = None  # index in the video of the last processed frame
+    last_rows: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+class FlowTracker:
+    """Flow-based multi-person pose tracker for the segments of one video.
+
+    ``detector``: ``detect(frames uint8 [B, H, W, 3] RGB) -> list of B float
+    arrays [N, 5]`` (x1, y1, x2, y2, score) in frame pixels (``[N, 4]`` is read
+    as score 1). ``estimator``: ``estimate(frames uint8 [B, H, W, 3], boxes: list
+    of B float arrays [N, 5]) -> list of B float arrays [N, 17, 3]`` (x, y,
+    score) in frame pixels. Either may be None when :meth:`process` gets the
+    detections / poses precomputed. With neither an estimator nor poses, the
+    tracker tracks boxes only (IoU mode) and all keypoint scores are 0.
+
+    Options:
+
+    - ``max_persons``: tracks per segment in the output (tracking itself keeps
+      every track);
+    - ``oks_threshold`` / ``iou_threshold``: the least OKS (pose mode) / box
+      IoU (IoU mode) for a match;
+    - ``nms_iou``: a flow box is dropped when its IoU with a detection (or with
+      a better-scored flow box) exceeds this; detections never suppress each
+      other (the detector has done its own NMS), so two overlapping people
+      stay two;
+    - ``enlarge``: flow boxes are the joints' box with width and height
+      enlarged by this fraction;
+    - ``max_age``: a track last matched at most this many frames ago can be
+      matched again and keeps its id (it survives ``max_age - 1`` missed
+      frames in a row); older tracks end;
+    - ``detect_every``: run the detector only on frames whose index in the
+      video is a multiple of this (flow boxes carry the tracks in between);
+    - ``min_pose_score``: a pose estimated in a flow box is kept only when its
+      mean joint score reaches this (a flow box where the person has gone
+      yields a low-score pose); flow boxes never start new tracks;
+    - ``batch_size``: frames per detector / estimator call.
+
+    Call :meth:`process` once per segment, in order; consecutive segments
+    overlap by one frame (DESIGN.md), whose result is reused, not recomputed.
+    Call :meth:`reset` before the next video. One instance tracks one video at
+    a time; :meth:`get_state` / :meth:`set_state` move the per-video state.
+    """
+
+    def __init__(
+        self,
+        detector: Detector | None = None,
+        estimator: Estimator | None = None,
+        max_persons: int = 5,
+        oks_threshold: float = 0.3,
+        iou_threshold: float = 0.3,
+        nms_iou: float = 0.5,
+        enlarge: float = 0.15,
+        max_age: int = 3,
+        detect_every: int = 1,
+        min_pose_score: float = 0.2,
+        batch_size: int = 16,
+    ) -> None:
+        if max_persons < 0 or max_age < 0 or detect_every < 1 or batch_size < 1:
+            raise ValueError(
+                "need max_persons >= 0, max_age >= 0, detect_every >= 1 and batch_size >= 1"
+            )
+        self.detector = detector
+        self.estimator = estimator
+        self.max_persons = max_persons
+        self.oks_threshold = oks_threshold
+        self.iou_threshold = iou_threshold
+        self.nms_iou = nms_iou
+        self.enlarge = enlarge
+        self.max_age = max_age
+        self.detect_every = detect_every
+        self.min_pose_score = min_pose_score
+        self.batch_size = batch_size
+        self._state = _State()
+
+    # ------------------------------------------------------------------ state
+
+    def reset(self) -> None:
+        """Forget all tracks: the next :meth:`process` call starts a new video (ids from 0)."""
+        self._state = _State()
+
+    def get_state(self) -> dict:
+        """The per-video state as plain picklable data (ints and numpy arrays)."""
+        s = self._state
+        return {
+            "tracks": [(t.id, t.joints.copy(), t.box.copy(), t.age) for t in s.tracks],
+            "next_id": s.next_id,
+            "last_frame": s.last_frame,
+            "last_rows": {k: (v[0].copy(), v[1].copy()) for k, v in s.last_rows.items()},
+        }
+
+    def set_state(self, state: dict) -> None:
+        """Restore a state from :meth:`get_state` (e.g. on another worker)."""
+        self._state = _State(
+            tracks=[_Track(i, j.copy(), b.copy(), a) for i, j, b, a in state["tracks"]],
+            next_id=int(state["next_id"]),
+            last_frame=state["last_frame"],
+            last_rows={int(k): (v[0].copy(), v[1].copy()) for k, v in state["last_rows"].items()},
+        )
+
+    @property
+    def last_frame(self) -> int | None:
+        """Index in the video of the last frame processed so far (None before the first segment)."""
+        return self._state.last_frame
+
+    # ------------------------------------------------------------------ main
+
+    def process(
+        self,
+        frames: np.ndarray | None,
+        flow: np.ndarray | None,
+        detections: Sequence[np.ndarray | None] | None = None,
+        poses: Sequence[np.ndarray] | None = None,
+        start_frame: int | None = None,
+    ) -> PersonTracks:
+        """Track the persons of one segment; returns its :class:`PersonTracks`.
+
+        ``frames``: uint8 ``[T, H, W, 3]`` RGB (needed only to call the detector
+        or the estimator; may be None when both are precomputed). ``flow``:
+        float32 ``[T-1, H, W, 2]`` from frame t to t+1, or None (no motion
+        assumed). ``detections``: optional precomputed list of T float arrays
+        ``[N_t, 5]``; an entry None means "detector not run on this frame".
+        ``poses``: optional list of T ``[N_t, 17, 3]``, the pose of each
+        detection. Precomputed values replace the callables.
+
+        Segments of one video must come in order, each starting at the last
+        frame of the previous one (one-frame overlap): that frame's result is
+        taken from the previous call, so its detections are ignored and its
+        rows and ids equal the previous segment's last rows. ``start_frame``
+        (the segment's first frame index in the video) is optional and only
+        checked: it must be the previous segment's last frame.
+        """
+        s = self._state
+        num_frames = _num_frames(frames, flow, detections)
+        frame_shape = _frame_shape(frames, flow)
+        if flow is not None:
+            flow = np.asarray(flow)
+            if flow.shape[0] != num_frames - 1 or flow.ndim != 4 or flow.shape[-1] != 2:
+                raise ValueError(
+                    f"flow must be [T-1, H, W, 2] = [{num_frames - 1}, H, W, 2], got {flow.shape}"
+                )
+        for name, seq in (("detections", detections), ("poses", poses)):
+            if seq is not None and len(seq) != num_frames:
+                raise ValueError(
+                    f"{name} must have one entry per frame ({num_frames}), got {len(seq)}"
+                )
+        if s.last_frame is None:
+            start = 0 if start_frame is None else int(start_frame)
+            first = 0
+        else:
+            start = s.last_frame
+            if start_frame is not None and int(start_frame) != start:
+                raise ValueError(
+                    f"segment starts at frame {start_frame}, but the previous segment of this "
+                    f"video ended at frame {start}: segments must overlap by one frame and come "
+                    "in order; call reset() before a new video"
+                )
+            first = 1
+        pose_mode = self.estimator is not None or poses is not None
+        if detections is None and self.detector is None:
+            raise ValueError("FlowTracker needs a detector or precomputed detections")
+        if frames is not None:
+            frames = np.asarray(frames)
+
+        det_boxes = self._detections(frames, detections, start, first, num_frames)
+        det_poses = (
+            self._det_poses(frames, det_boxes, poses, first, num_frames) if pose_mode else None
+        )
+
+        rows: list[dict[int, tuple[np.ndarray, np.ndarray]]] = [dict() for _ in range(num_frames)]
+        if first == 1:
+            rows[0] = dict(s.last_rows)
+        for t in range(first, num_frames):
+            frame_flow = flow[t - 1] if (flow is not None and t >= 1) else None
+            self._advance(frame_flow)
+            if pose_mode:
+                cands = self._pose_candidates(frames, t, det_boxes[t], det_poses[t], frame_shape)
+                self._match_poses(cands)
+            else:
+                self._match_boxes(det_boxes[t])
+            for tr in s.tracks:
+                if tr.age == 0:
+                    kps = tr.joints if pose_mode else np.zeros((NUM_JOINTS, 3))
+                    rows[t][tr.id] = (kps.astype(np.float32), tr.box.astype(np.float32))
+        s.last_rows = rows[-1]
+        s.last_frame = start + num_frames - 1
+        return self._assemble(rows, pose_mode)
+
+    # ------------------------------------------------------------------ steps
+
+    def _detections(
+        self,
+        frames: np.ndarray | None,
+        detections: Sequence[np.ndarray | None] | None,
+        start: int,
+        first: int,
+        num_frames: int,
+    ) -> list[np.ndarray | None]:
+        """Detector boxes per frame: float64 [N, 5], or None where the detector did not run."""
+        out: list[np.ndarray | None] = [None] * num_frames
+        if detections is not None:
+            for t in range(first, num_frames):
+                out[t] = None if detections[t] is None else _as_boxes(detections[t])
+            return out
+        if self.detector is None:
+            return out
+        todo = [t for t in range(first, num_frames) if (start + t) % self.detect_every == 0]
+        if todo and frames is None:
+            raise ValueError("frames are needed to run the detector")
+        for b in range(0, len(todo), self.batch_size):
+            idx = todo[b : b + self.batch_size]
+            result = self.detector(frames[idx])
+            if len(result) != len(idx):
+                raise ValueError(f"detector returned {len(result)} results for {len(idx)} frames")
+            for t, boxes in zip(idx, result, strict=True):
+                out[t] = _as_boxes(boxes)
+        return out
+
+    def _det_poses(
+        self,
+        frames: np.ndarray | None,
+        det_boxes: list[np.ndarray | None],
+        poses: Sequence[np.ndarray] | None,
+        first: int,
+        num_frames: int,
+    ) -> list[np.ndarray | None]:
+        """Pose of each detection per frame: float64 [N, 17, 3] (None where no detections)."""
+        out: list[np.ndarray | None] = [None] * num_frames
+        if poses is not None:
+            for t in range(first, num_frames):
+                if det_boxes[t] is None:
+                    continue
+                p = _as_poses(poses[t])
+                if len(p) != len(det_boxes[t]):
+                    raise ValueError(
+                        f"frame {t}: {len(p)} poses for {len(det_boxes[t])} detections"
+                    )
+                out[t] = p
+            return out
+        todo = [t for t in range(first, num_frames) if det_boxes[t] is not None]
+        for t in todo:
+            if len(det_boxes[t]) == 0:
+                out[t] = np.zeros((0, NUM_JOINTS, 3))
+        todo = [t for t in todo if len(det_boxes[t]) > 0]
+        if todo and frames is None:
+            raise ValueError("frames are needed to run the pose estimator")
+        for b in range(0, len(todo), self.batch_size):
+            idx = todo[b : b + self.batch_size]
+            result = self.estimator(frames[idx], [det_boxes[t].astype(np.float32) for t in idx])
+            for t, p in zip(idx, result, strict=True):
+                out[t] = _as_poses(p)
+                if len(out[t]) != len(det_boxes[t]):
+                    raise ValueError(
+                        f"estimator returned {len(out[t])} poses for {len(det_boxes[t])} boxes"
+                    )
+        return out
+
+    def _advance(self, flow: np.ndarray | None) -> None:
+        """Move every track to the next frame by the flow; end tracks older than max_age."""
+        s = self._state
+        for tr in s.tracks:
+            tr.age += 1
+            if flow is None:
+                continue
+            old_box = tr.box.copy()
+            tr.joints[:, :2] = propagate_points(tr.joints[:, :2], flow)
+            shift = median_flow_shift(old_box, flow)
+            tr.box[:4] = old_box[:4] + np.tile(shift, 2)
+        s.tracks = [tr for tr in s.tracks if tr.age <= self.max_age]
+
+    def _pose_candidates(
+        self,
+        frames: np.ndarray | None,
+        t: int,
+        boxes: np.ndarray | None,
+        poses: np.ndarray | None,
+        frame_shape: tuple[int, int] | None,
+    ) -> list[_Candidate]:
+        """Detections with their poses, plus the flow boxes that NMS keeps, with estimated poses."""
+        cands = []
+        if boxes is not None:
+            cands = [_Candidate(b, p, True) for b, p in zip(boxes, poses, strict=True)]
+        if self.estimator is None or frames is None:
+            return cands
+        flow_boxes = []
+        for tr in self._state.tracks:
+            if tr.age != 1:  # only tracks seen at the previous frame give flow boxes
+                continue
+            jb = joints_box(tr.joints, 0.0)
+            box = tr.box[:4].copy() if jb is None else jb
+            if frame_shape is not None:
+                h, w = frame_shape
+                box = np.clip(box, 0, [w, h, w, h])
+            if box[2] - box[0] >= 1 and box[3] - box[1] >= 1:
+                flow_boxes.append(np.append(box, tr.box[4]))
+        if not flow_boxes:
+            return cands
+        flow_boxes_arr = np.array(flow_boxes)
+        det_arr = np.array([c.box for c in cands]).reshape(-1, 5)
+        kept: list[np.ndarray] = []
+        for i in np.argsort(-flow_boxes_arr[:, 4], kind="stable"):
+            fb = flow_boxes_arr[i]
+            against = np.concatenate([det_arr, np.array(kept).reshape(-1, 5)])
+            if len(against) == 0 or box_iou(fb[None], against).max() <= self.nms_iou:
+                kept.append(fb)
+        if not kept:
+            return cands
+        kept_arr = np.array(kept)
+        est = _as_poses(self.estimator(frames[t : t + 1], [kept_arr.astype(np.float32)])[0])
+        for b, p in zip(kept_arr, est, strict=True):
+            if p[:, 2].mean() >= self.min_pose_score:
+                cands.append(_Candidate(b, p, False))
+        return cands
+
+    def _match_poses(self, cands: list[_Candidate]) -> None:
+        s = self._state
+        tracks = s.tracks
+        areas = np.array([_box_area(tr.box) for tr in tracks])
+        sim = _oks_matrix(
+            np.array([tr.joints for tr in tracks]).reshape(-1, NUM_JOINTS, 3),
+            np.array([c.pose for c in cands]).reshape(-1, NUM_JOINTS, 3),
+            areas,
+        )
+        pairs = _greedy(sim, [tr.age for tr in tracks], self.oks_threshold)
+        matched = set()
+        for ti, ci in pairs:
+            tracks[ti].joints = cands[ci].pose.copy()
+            tracks[ti].box = cands[ci].box.copy()
+            tracks[ti].age = 0
+            matched.add(ci)
+        for ci, c in enumerate(cands):
+            if ci not in matched and c.from_detector:
+                s.tracks.append(_Track(s.next_id, c.pose.copy(), c.box.copy(), 0))
+                s.next_id += 1
+
+    def _match_boxes(self, boxes: np.ndarray | None) -> None:
+        s = self._state
+        if boxes is None:  # detector not run: tracks seen at the previous frame go on by flow
+            for tr in s.tracks:
+                if tr.age == 1:
+                    tr.age = 0
+            return
+        tracks = s.tracks
+        sim = box_iou(np.array([tr.box for tr in tracks]).reshape(-1, 5), boxes)
+        pairs = _greedy(sim, [tr.age for tr in tracks], self.iou_threshold)
+        matched = set()
+        for ti, ci in pairs:
+            tracks[ti].box = boxes[ci].copy()
+            tracks[ti].age = 0
+            matched.add(ci)
+        for ci, box in enumerate(boxes):
+            if ci not in matched:
+                s.tracks.append(_Track(s.next_id, np.zeros((NUM_JOINTS, 3)), box.copy(), 0))
+                s.next_id += 1
+
+    def _assemble(
+        self, rows: list[dict[int, tuple[np.ndarray, np.ndarray]]], pose_mode: bool
+    ) -> PersonTracks:
+        num_frames = len(rows)
+        ids = sorted({i for r in rows for i in r})
+        if not ids:
+            return PersonTracks.empty(num_frames)
+        totals = dict.fromkeys(ids, 0.0)
+        for r in rows:
+            for i, (kps, box) in r.items():
+                totals[i] += float(kps[:, 2].mean()) if pose_mode else float(box[4])
+        order = sorted(ids, key=lambda i: (-totals[i] / num_frames, i))[: self.max_persons]
+        kps_out = np.zeros((len(order), num_frames, NUM_JOINTS, 3), np.float32)
+        box_out = np.zeros((len(order), num_frames, 5), np.float32)
+        for m, i in enumerate(order):
+            for t, r in enumerate(rows):
+                if i in r:
+                    kps_out[m, t], box_out[m, t] = r[i]
+        return PersonTracks(kps_out, box_out, np.array(order, np.int32))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _greedy(sim: np.ndarray, ages: Sequence[int], threshold: float) -> list[tuple[int, int]]:
+    """Greedy one-to-one matching, best similarity first (ties: younger track first)."""
+    if sim.size == 0:
+        return []
+    ti, ci = np.nonzero(sim >= threshold)
+    ages_arr = np.asarray(ages)
+    order = np.lexsort((ci, ti, ages_arr[ti], -sim[ti, ci]))
+    used_t, used_c, pairs = set(), set(), []
+    for k in order:
+        a, b = int(ti[k]), int(ci[k])
+        if a not in used_t and b not in used_c:
+            used_t.add(a)
+            used_c.add(b)
+            pairs.append((a, b))
+    return pairs
+
+
+def _box_area(box: np.ndarray) -> float:
+    return float(max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0))
+
+
+def _as_boxes(boxes: np.ndarray) -> np.ndarray:
+    b = np.asarray(boxes, np.float64)
+    if b.size == 0:
+        return np.zeros((0, 5))
+    if b.ndim != 2 or b.shape[1] not in (4, 5):
+        raise ValueError(f"detections must be [N, 5] (x1, y1, x2, y2, score), got {b.shape}")
+    if b.shape[1] == 4:
+        b = np.concatenate([b, np.ones((len(b), 1))], axis=1)
+    return b
+
+
+def _as_poses(poses: np.ndarray) -> np.ndarray:
+    p = np.asarray(poses, np.float64)
+    if p.size == 0:
+        return np.zeros((0, NUM_JOINTS, 3))
+    if p.ndim != 3 or p.shape[1:] != (NUM_JOINTS, 3):
+        raise ValueError(f"poses must be [N, 17, 3] (x, y, score), got {p.shape}")
+    return p
+
+
+def _num_frames(frames, flow, detections) -> int:
+    if frames is not None:
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.dtype != np.uint8:
+            raise ValueError(
+                f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}"
+            )
+        return len(frames)
+    if flow is not None:
+        return len(flow) + 1
+    if detections is not None:
+        return len(detections)
+    raise ValueError("need frames, flow or detections to know the number of frames")
+
+
+def _frame_shape(frames, flow) -> tuple[int, int] | None:
+    if frames is not None:
+        return tuple(np.shape(frames)[1:3])
+    if flow is not None:
+        return tuple(np.shape(flow)[1:3])
+    return None
