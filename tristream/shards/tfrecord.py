@@ -129,7 +129,7 @@ def row_to_example(row: dict[str, Any]) -> bytes:
         if col.tf_kind == "bytes":
             values = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
         _set_feature(ex.context.feature[col.tf_key], col, values)
-    return ex.SerializeToString()
+    return ex.SerializeToString(deterministic=True)
 
 
 def example_to_row(data: bytes) -> dict[str, Any]:

@@ -199,7 +199,7 @@ def probe(path: str, timeout: float | None = 60.0) -> VideoInfo:
             return _probe_ffprobe(path, exe, timeout)
         return _probe_ffmpeg(path, ffmpeg_exe(), timeout)
     except subprocess.TimeoutExpired as exc:
-        raise DecodeError(f"probe timed out after {timeout} s") from exc
+        raise DecodeError(f"probe timed out after {timeout:.1f} s") from exc
 
 
 def decode_command(
@@ -314,7 +314,7 @@ def decode_segments(
 
     def _fail(message: str) -> DecodeError:
         if timed_out.is_set():
-            return DecodeError(f"decode timed out after {timeout} s")
+            return DecodeError(f"decode timed out after {timeout:.1f} s")
         proc.wait()
         drain.join(timeout=5)
         reason = _stderr_reason(b"".join(stderr_tail).decode("utf-8", "replace"))
@@ -330,12 +330,10 @@ def decode_segments(
         log = b"".join(stderr_tail).decode("utf-8", "replace")
         if "partial file" in log:
             raise DecodeError(f"truncated file: data ends early after {total} frame(s)")
+        if total == 0:
+            raise _fail("no frames decoded")
         if total < min_frames:
-            raise _fail(
-                "no frames decoded"
-                if total == 0
-                else f"only {total} frame(s) decoded, at least {min_frames} needed"
-            )
+            raise DecodeError(f"only {total} frame(s) decoded, at least {min_frames} needed")
 
     try:
         buffer: list[np.ndarray] = []
@@ -359,7 +357,9 @@ def decode_segments(
                 start_frame += len(buffer) - 1
                 buffer = [buffer[-1]]
     except DecodeError as exc:
-        if "(ffmpeg exit" in str(exc) or "timed out" in str(exc) or "truncated" in str(exc):
+        if "(ffmpeg exit" in str(exc) or any(
+            word in str(exc) for word in ("timed out", "truncated", "only ")
+        ):
             raise
         raise _fail(str(exc)) from exc
     finally:

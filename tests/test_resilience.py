@@ -1,0 +1,260 @@
+"""Runs that survive: bad inputs, kill and resume, determinism, the cache, the Dask runner."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tests.helpers import ffmpeg, reference_frames
+from tristream.cli import main
+from tristream.pipeline.config import RunConfig
+from tristream.pipeline.run import run
+from tristream.shards import read_rows
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _manifest(path: Path, rows: list[dict]) -> str:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return str(path)
+
+
+def _shard_bytes(out) -> dict[str, bytes]:
+    folder = Path(out) / "shards"
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+# --------------------------------------------------------------------------- corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, bikes, carphone):
+    d = tmp_path_factory.mktemp("corpus")
+    (d / "empty.mp4").write_bytes(b"")
+    ffmpeg("-i", bikes, "-t", "2", "-c:v", "libx264", "-preset", "ultrafast", str(d / "full.mp4"))
+    # Cut before its index (moov at the end): unreadable at open.
+    (d / "truncated.mp4").write_bytes((d / "full.mp4").read_bytes()[:60000])
+    # Index first, data cut: decodes a prefix, which must not pass for the video.
+    ffmpeg("-i", str(d / "full.mp4"), "-c", "copy", "-movflags", "+faststart", str(d / "fs.mp4"))
+    (d / "truncated_faststart.mp4").write_bytes((d / "fs.mp4").read_bytes()[:60000])
+    (d / "text.mp4").write_text("hello, I am not a video\n" * 20)
+    ffmpeg("-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", str(d / "audio_only.mp4"))
+    ffmpeg("-i", bikes, "-frames:v", "1", str(d / "one_frame.mp4"))
+    ffmpeg("-i", bikes, "-t", "1", "-vf", "scale=257:143", "-c:v", "ffv1", str(d / "odd.mkv"))
+    ffmpeg("-display_rotation", "90", "-i", carphone, "-t", "1", "-c", "copy", str(d / "rot.mp4"))
+    ffmpeg("-i", bikes, "-t", "1", "-pix_fmt", "yuv420p10le", "-c:v", "libx264",
+           "-preset", "ultrafast", str(d / "ten_bit.mp4"))  # fmt: skip
+    ffmpeg("-i", bikes, "-t", "1", "-pix_fmt", "yuv444p", "-c:v", "libx264",
+           "-preset", "ultrafast", str(d / "yuv444.mp4"))  # fmt: skip
+    # Variable frame rate: 30 fps with a half-second gap after frame 20.
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=30", "-t", "2",
+           "-vf", "setpts='if(gt(N,20),N/30+0.5,N/30)/TB'", "-fps_mode", "vfr",
+           "-c:v", "libx264", "-preset", "ultrafast", str(d / "vfr.mp4"))  # fmt: skip
+    odd_name = d / "vidéo avec espaces ü.mp4"
+    ffmpeg("-i", carphone, "-t", "1", "-c", "copy", str(odd_name))
+    # A decode that hangs: a pipe that gets a file's first bytes and then nothing.
+    fifo = d / "hang.mp4"
+    os.mkfifo(fifo)
+
+    def feed():
+        with open(fifo, "wb") as f:
+            f.write((d / "fs.mp4").read_bytes()[:40000])
+            f.flush()
+            time.sleep(60)
+
+    threading.Thread(target=feed, daemon=True).start()
+    names = ["empty.mp4", "truncated.mp4", "truncated_faststart.mp4", "text.mp4",
+             "audio_only.mp4", "one_frame.mp4", "odd.mkv", "rot.mp4", "ten_bit.mp4",
+             "yuv444.mp4", "vfr.mp4", odd_name.name, "hang.mp4"]  # fmt: skip
+    rows = [{"path": n, "id": Path(n).stem} for n in names]
+    rows += [{"path": "missing.mp4", "id": "missing"}, {"path": "vfr.mp4", "id": "vfr"}]
+    return d, _manifest(d / "corpus.jsonl", rows)
+
+
+@pytest.fixture(scope="module")
+def corpus_run(corpus, tmp_path_factory):
+    d, manifest = corpus
+    out = tmp_path_factory.mktemp("corpus_out")
+    args = ["run", "--manifest", manifest, "--output", str(out), "--short-side", "32",
+            "--max-frames", "20", "--timeout", "8", "--workers", "2"]  # fmt: skip
+    status = main(args)
+    failures = [json.loads(ln) for ln in (out / "failures.jsonl").read_text().splitlines()]
+    rows = list(read_rows(out))
+    return status, {f["video_id"]: f for f in failures}, rows, out
+
+
+def test_each_bad_input_is_one_readable_failure(corpus_run):
+    status, failures, _, _ = corpus_run
+    assert status == 0  # failures do not fail the run without --fail-on-error
+    expected = {
+        "empty": ("probe", "empty file"),
+        "truncated": ("probe", "not a readable video"),
+        "truncated_faststart": ("decode", "truncated"),
+        "text": ("probe", "not a readable video"),
+        "audio_only": ("probe", "no video stream"),
+        "one_frame": ("decode", "only 1 frame"),
+        "missing": ("probe", "file not found"),
+        "vfr": ("manifest", "duplicate video id"),
+        "hang": ("probe|decode", "timed out"),
+    }
+    assert sorted(failures) == sorted(expected)
+    for vid, (stage, words) in expected.items():
+        assert failures[vid]["stage"] in stage.split("|"), failures[vid]
+        assert words in failures[vid]["error"], failures[vid]
+
+
+def test_odd_but_valid_videos_are_written_correctly(corpus_run):
+    _, _, rows, out = corpus_run
+    by_id: dict[str, list] = {}
+    for r in rows:
+        by_id.setdefault(r["video_id"], []).append(r)
+    assert sorted(by_id) == sorted(
+        ["odd", "rot", "ten_bit", "yuv444", "vfr", "vidéo avec espaces ü"]
+    )
+    frames = {vid: sum(r["num_frames"] for r in rs) - (len(rs) - 1) for vid, rs in by_id.items()}
+    # 1 s clips are 25 frames at 25 fps; the two stream copies cut at packets,
+    # so count theirs with a plain ffmpeg decode.
+    copies = {vid: len(reference_frames(by_id[vid][0]["source"], 25, 32, 32))
+              for vid in ("rot", "vidéo avec espaces ü")}  # fmt: skip
+    assert copies["rot"] >= 25
+    assert frames == {"odd": 25, "ten_bit": 25, "yuv444": 25, "vfr": 50, **copies}
+    odd = by_id["odd"][0]
+    assert (odd["height"], odd["width"]) == (32, 58)  # 257x143 -> short side 32, even width
+    rot = by_id["rot"][0]
+    assert (rot["height"], rot["width"]) == (40, 32)  # portrait after the display matrix
+    for rs in by_id.values():
+        for r in rs:
+            assert r["flow"].shape == (r["num_frames"] - 1, r["height"], r["width"], 2)
+    # VFR: the fps filter gives a constant 25 fps; the gap repeats frames.
+    segs = sorted(by_id["vfr"], key=lambda r: r["segment"])
+    vfr = np.concatenate([segs[0]["rgb"]] + [r["rgb"][1:] for r in segs[1:]])
+    repeats = sum(np.array_equal(a, b) for a, b in zip(vfr[:-1], vfr[1:]))
+    assert len(vfr) == 50 and 10 <= repeats <= 14  # 0.5 s gap at 25 fps
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["totals"]["videos_failed"] == 9
+    assert manifest["totals"]["videos_written"] == 6
+    assert manifest["metrics"]["videos_done"] == 6
+
+
+# --------------------------------------------------------------------------- kill and resume
+
+
+@pytest.fixture(scope="module")
+def small_manifest(tmp_path_factory, bikes, carphone):
+    d = tmp_path_factory.mktemp("small")
+    path = d / "m.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "id", "label", "start", "end"])
+        w.writerow([bikes, "bikes", "street", 0, 2])
+        w.writerow([carphone, "carphone", "talk", "", ""])
+        w.writerow([bikes, "bikes_late", "street", 6, 7.5])
+    return str(path)
+
+
+def _config(manifest, out, workers=1, **kw) -> RunConfig:
+    return RunConfig(output=str(out), manifest=manifest, short_side=48, max_frames=12,
+                     format="both", workers=workers, **kw)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reference(small_manifest, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference")
+    result = run(_config(small_manifest, out, workers=1))
+    assert result.manifest["totals"]["videos_written"] == 3
+    return out, result
+
+
+def test_same_shards_whatever_the_number_of_workers(small_manifest, reference, tmp_path):
+    ref, _ = reference
+    run(_config(small_manifest, tmp_path, workers=2))
+    assert _shard_bytes(tmp_path) == _shard_bytes(ref)
+
+
+def test_rerun_skips_cached_videos_and_takes_identity_from_the_manifest(
+    small_manifest, reference, tmp_path
+):
+    ref, first = reference
+    assert first.counters["frames"] > 0
+    out = tmp_path / "out"
+    shutil.copytree(ref, out)  # leave the shared reference as it is
+    again = run(_config(small_manifest, out, workers=2))
+    assert again.counters["videos_cached"] == 3
+    assert again.counters.get("frames", 0) == 0 and again.counters.get("flow_pairs", 0) == 0
+    # The same content under another id and label: found in the cache, renamed.
+    rows = list(csv.DictReader(open(small_manifest)))
+    rows[1]["id"], rows[1]["label"] = "phone_call", "call"
+    renamed = tmp_path / "renamed.csv"
+    with open(renamed, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    result = run(_config(str(renamed), out, workers=1))
+    assert result.counters["videos_cached"] == 3
+    ids = sorted({(r["video_id"], r["label"]) for r in read_rows(out)})
+    assert ids == [("bikes", "street"), ("bikes_late", "street"), ("phone_call", "call")]
+
+
+def _cli(manifest, out) -> list[str]:
+    return [sys.executable, "-m", "tristream.cli", "run", "--manifest", manifest,
+            "--output", str(out), "--short-side", "48", "--max-frames", "12",
+            "--format", "both", "--workers", "1"]  # fmt: skip
+
+
+def _kill_when(cmd, ready) -> None:
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before the kill point"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.parametrize("point", ["first segment staged", "first video complete"])
+def test_killed_run_resumes_to_the_same_shards(small_manifest, reference, tmp_path, point):
+    ref, _ = reference
+    pattern = "seg-*.parquet" if point == "first segment staged" else "done.json"
+    cache = tmp_path / "cache"
+    _kill_when(_cli(small_manifest, tmp_path), lambda: any(cache.rglob(pattern)))
+    assert not (tmp_path / "manifest.json").exists()
+    done = subprocess.run(_cli(small_manifest, tmp_path), cwd=REPO, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert _shard_bytes(tmp_path) == _shard_bytes(ref)
+    assert not list((tmp_path / "shards").glob(".*"))
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    if point == "first video complete":
+        assert manifest["metrics"]["videos_cached"] >= 1
+
+
+def test_dask_runner_writes_the_same_shards(small_manifest, reference, tmp_path):
+    import distributed  # the dask extra, part of `make test`'s install
+
+    ref, _ = reference
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        result = run(
+            _config(small_manifest, tmp_path),
+            ["--runner", "DaskRunner", "--dask_client_address", cluster.scheduler_address],
+        )
+    assert result.manifest["totals"]["videos_written"] == 3
+    assert _shard_bytes(tmp_path) == _shard_bytes(ref)
+    for name in _shard_bytes(ref):
+        if name.endswith(".parquet"):
+            a = pq.read_table(tmp_path / "shards" / name)
+            assert a.num_rows == pq.read_table(ref / "shards" / name).num_rows > 0
