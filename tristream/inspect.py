@@ -213,9 +213,10 @@ def draw_persons(frame: np.ndarray, persons: list[tuple[int, np.ndarray, np.ndar
             continue
         color = track_color(track_id)
         x1, y1, x2, y2 = (int(round(float(v))) for v in box[:4])
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, 1, cv2.LINE_AA)
-        ty = y1 - 3 if y1 >= 12 else y1 + 11
-        _text(out, f"#{track_id}", x1 + 1, ty, 0.35, color)
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, max(1, h // 160), cv2.LINE_AA)
+        size = max(0.35, h / 256)
+        ty = y1 - 3 if y1 >= 12 + 20 * (size - 0.35) else y1 + int(12 + 20 * (size - 0.35))
+        _text(out, f"#{track_id}", x1 + 2, ty, size, color)
     return out
 
 
@@ -277,16 +278,25 @@ def contact_sheet(out_dir: str | os.PathLike, video_id: str | None = None, frame
     if "pose" in names:
         tiles["pose"] = [_fit(video.image("pose", i), th, tw) for i in picked]
     if "keypoints" in names:
-        tiles["keypoints"] = [_fit(draw_persons(f, video.persons(i)), th, tw)
-                              for f, i in zip(rgb, picked)]  # fmt: skip
-
+        # Drawn at the tile's size (crisp lines and labels): persons scaled to it.
+        sx, sy = tw / w, th / h
+        scale = np.array([sx, sy, sx, sy], np.float32)
+        for frame, i in zip(rgb, picked):
+            persons = [
+                (tid, kp * np.array([sx, sy, 1], np.float32), np.r_[box[:4] * scale, box[4:]])
+                for tid, kp, box in video.persons(i)
+            ]
+            tiles["keypoints"].append(draw_persons(_fit(frame, th, tw), persons))
     sheet_h = HEADER_H + len(names) * (th + GAP)
     sheet_w = LABEL_W + len(picked) * (tw + GAP)
     sheet = np.full((sheet_h, sheet_w, 3), BACKGROUND, np.uint8)
     fps = rows[0].get("fps")
-    title = f"{rows[0]['video_id']}: {video.num_frames} frames, {len(rows)} rows, {w}x{h}"
+    plural = "" if len(rows) == 1 else "s"
+    title = f"{rows[0]['video_id']}: {video.num_frames} frames, {len(rows)} row{plural}, {w}x{h}"
     if fps:
         title += f", {fps:g} fps"
+    if (th, tw) != (h, w):
+        title += f" (tiles {tw}x{th})"
     if video.meta.get("render"):
         title += f", pose {video.meta['render']}"
     _text(sheet, title, 4, 14, 0.45)

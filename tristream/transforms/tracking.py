@@ -360,7 +360,8 @@ class FlowTracker:
         taken from the previous call, so its detections are ignored and its
         rows and ids equal the previous segment's last rows. ``start_frame``
         (the segment's first frame index in the video) is optional and only
-        checked: it must be the previous segment's last frame.
+        checked: it must be the previous segment's last frame. A call that
+        raises leaves the tracker's state unchanged.
         """
         s = self._state
         num_frames = _num_frames(frames, flow, detections)
@@ -394,6 +395,19 @@ class FlowTracker:
         if frames is not None:
             frames = np.asarray(frames)
 
+        if num_frames == 0:
+            return PersonTracks.empty(0)
+        saved = self.get_state()
+        try:
+            return self._process(frames, flow, detections, poses, start, first, num_frames,
+                                 pose_mode, frame_shape)  # fmt: skip
+        except BaseException:
+            self.set_state(saved)  # a failed call leaves the tracker as it was
+            raise
+
+    def _process(self, frames, flow, detections, poses, start, first, num_frames, pose_mode,
+                 frame_shape) -> PersonTracks:  # fmt: skip
+        s = self._state
         det_boxes = self._detections(frames, detections, start, first, num_frames)
         det_poses = (
             self._det_poses(frames, det_boxes, poses, first, num_frames) if pose_mode else None
@@ -404,7 +418,7 @@ class FlowTracker:
             rows[0] = dict(s.last_rows)
         for t in range(first, num_frames):
             frame_flow = flow[t - 1] if (flow is not None and t >= 1) else None
-            self._advance(frame_flow)
+            self._advance(frame_flow, pose_mode)
             if pose_mode:
                 cands = self._pose_candidates(frames, t, det_boxes[t], det_poses[t], frame_shape)
                 self._match_poses(cands)
@@ -487,17 +501,26 @@ class FlowTracker:
                     )
         return out
 
-    def _advance(self, flow: np.ndarray | None) -> None:
-        """Move every track to the next frame by the flow; end tracks older than max_age."""
+    def _advance(self, flow: np.ndarray | None, pose_mode: bool) -> None:
+        """Move every track to the next frame by the flow; end tracks older than max_age.
+
+        Joints move by the flow at each joint. In pose mode a box moves by the
+        mean motion of its track's joints; otherwise (or with fewer than two
+        joints of score > 0) by the median flow inside it.
+        """
         s = self._state
         for tr in s.tracks:
             tr.age += 1
             if flow is None:
                 continue
-            old_box = tr.box.copy()
-            tr.joints[:, :2] = propagate_points(tr.joints[:, :2], flow)
-            shift = median_flow_shift(old_box, flow)
-            tr.box[:4] = old_box[:4] + np.tile(shift, 2)
+            valid = tr.joints[:, 2] > 0
+            moved = propagate_points(tr.joints[:, :2], flow)
+            if pose_mode and valid.sum() >= 2:
+                shift = (moved[valid] - tr.joints[valid, :2]).mean(0)
+            else:
+                shift = median_flow_shift(tr.box, flow)
+            tr.joints[:, :2] = moved
+            tr.box[:4] += np.tile(shift, 2)
         s.tracks = [tr for tr in s.tracks if tr.age <= self.max_age]
 
     def _pose_candidates(
@@ -518,7 +541,7 @@ class FlowTracker:
         for tr in self._state.tracks:
             if tr.age != 1:  # only tracks seen at the previous frame give flow boxes
                 continue
-            jb = joints_box(tr.joints, 0.0)
+            jb = joints_box(tr.joints, self.enlarge)
             box = tr.box[:4].copy() if jb is None else jb
             if frame_shape is not None:
                 h, w = frame_shape

@@ -1,0 +1,487 @@
+"""Throughput of each tristream stage in isolation, and of the whole Beam pipeline.
+
+Run from the repository root::
+
+    python benchmarks/pipeline.py                      # flow opencv, then flow none
+    python benchmarks/pipeline.py --seconds 1 --flow none
+
+On the real sample videos (``--videos``, default ``$TRISTREAM_DATA/videos`` or
+``<repo>/../shared/data/videos``), limited to the first ``--seconds`` of each,
+it times the public functions the pipeline calls, one stage at a time:
+
+- decode: :func:`tristream.transforms.decode.decode_segments` (ffmpeg, fps 25,
+  ``--short-side``, segments of at most 300 frames);
+- flow: :func:`tristream.transforms.flow.compute_flow` (``--flow`` backend);
+- encode: :func:`tristream.shards.codec.encode_frames` and
+  :func:`~tristream.shards.codec.encode_flow`, building the row as
+  ``tristream.pipeline.stages.EncodeFn`` does;
+- write: what the pipeline pays to store a row: staging it in a one-row Parquet
+  file of the video's cache entry (``StageFn``, with the entry's content-hash key
+  and its ``done.json``: :mod:`tristream.pipeline.cache`) plus copying the cached
+  rows into the shard file
+  (``WriteShard``: :func:`~tristream.shards.parquet.iter_parquet_rows` into a
+  ``ParquetShardWriter`` and/or :func:`~tristream.shards.tfrecord.write_tfrecord_rows`);
+
+then runs :func:`tristream.pipeline.run.run` end to end on the same inputs (a
+manifest CSV with ``id,path,start,end`` so the same seconds are decoded) and
+reports the pipeline's overhead over the sum of its stages::
+
+    overhead = pipeline_seconds / (decode + flow + encode + write seconds) - 1
+
+The sum of stages is a single-thread reference: the overhead figure is fair for
+``--workers 1`` (the default) only. The pipeline's per-video ``probe`` (an extra
+ffmpeg call) is not one of the four stages, so it counts as overhead; it is
+timed on its own and printed below the table, with the pipeline's fixed cost
+(a run on 2 frames of one video, flow off) and what remains. Times are wall-clock seconds
+(``perf_counter``); ``cpu s`` is user+system time of this process and its
+waited-for children (ffmpeg), which is less sensitive to other load on the
+machine. One untimed pass over a frame pair warms both sides up first; with
+``--repeat N`` every figure is the median of N rounds, and the rounds alternate
+which side runs first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.metadata
+import logging
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tristream.pipeline import cache
+from tristream.pipeline.config import RunConfig
+from tristream.pipeline.inputs import list_videos
+from tristream.pipeline.run import run
+from tristream.pipeline.sinks import shard_name
+from tristream.shards.codec import encode_flow, encode_frames
+from tristream.shards.parquet import ParquetShardWriter, iter_parquet_rows, write_parquet_rows
+from tristream.shards.schema import arrow_schema
+from tristream.shards.tfrecord import write_tfrecord_rows
+from tristream.transforms.decode import Segment, decode_segments, probe
+from tristream.transforms.flow import compute_flow
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FPS = 25.0
+MAX_FRAMES = 300
+STAGES = ("decode", "flow", "encode", "write")
+OVERHEAD_GOAL = 0.15
+
+
+def default_videos() -> str:
+    """``$TRISTREAM_DATA/videos`` if that variable is set, else ``<repo>/../shared/data/videos``."""
+    data = os.environ.get("TRISTREAM_DATA")
+    if data:
+        return os.path.join(data, "videos")
+    return os.path.normpath(os.path.join(REPO, "..", "shared", "data", "videos"))
+
+
+class Clock:
+    """Wall and CPU seconds of a block (CPU: this process + waited-for children)."""
+
+    def __init__(self) -> None:
+        self.wall = 0.0
+        self.cpu = 0.0
+
+    @staticmethod
+    def _cpu() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def __enter__(self) -> Clock:
+        self._w0, self._c0 = time.perf_counter(), self._cpu()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall += time.perf_counter() - self._w0
+        self.cpu += self._cpu() - self._c0
+
+
+@dataclass
+class Round:
+    """One measurement round for one flow mode: per-stage clocks and the pipeline's."""
+
+    frames: int = 0
+    pairs: int = 0
+    stages: dict[str, Clock] = field(default_factory=lambda: {s: Clock() for s in STAGES})
+    stage_write: Clock = field(default_factory=Clock)
+    shard_write: Clock = field(default_factory=Clock)
+    probe: Clock = field(default_factory=Clock)
+    pipeline: Clock = field(default_factory=Clock)
+    pipeline_frames: int = 0
+    load_stages: float = 0.0
+    load_pipeline: float = 0.0
+    minimal: float | None = None
+
+
+def make_config(args: argparse.Namespace, flow: str, output: str, manifest: str) -> RunConfig:
+    """The RunConfig that both the stage loop and the pipeline run use."""
+    return RunConfig(
+        output=output,
+        manifest=manifest,
+        format=args.format,
+        fps=FPS,
+        short_side=args.short_side,
+        max_frames=MAX_FRAMES,
+        flow=flow,
+        workers=args.workers,
+    )
+
+
+def write_manifest(path: str, videos: list[tuple[str, str]], seconds: float) -> None:
+    """A CSV manifest (id,path,start,end) covering the first ``seconds`` of each video."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "path", "start", "end"])
+        for vid, p in videos:
+            w.writerow([vid, os.path.abspath(p), 0, seconds])
+
+
+def encode_row(config: RunConfig, vid: str, source: str, seg: Segment, flow: Any) -> dict:
+    """The shard row for one segment, built as ``stages.EncodeFn.run`` builds it."""
+    frames = seg.frames
+    row: dict[str, Any] = {
+        "video_id": vid,
+        "source": source,
+        "label": None,
+        "label_index": None,
+        "segment": seg.index,
+        "start_frame": seg.start_frame,
+        "num_frames": len(frames),
+        "fps": FPS,
+        "height": int(frames.shape[1]),
+        "width": int(frames.shape[2]),
+        "rgb": encode_frames(frames, "jpeg", config.jpeg_quality),
+    }
+    if flow is not None:
+        row["flow_x"], row["flow_y"] = encode_flow(flow, config.flow_encoding, config.jpeg_quality)
+    row["meta"] = config.meta_json()
+    return row
+
+
+def measure_stages(
+    config: RunConfig, videos: list[tuple[str, str]], seconds: float, r: Round
+) -> None:
+    """Time decode, flow, encode and write, each on its own, over every video."""
+    schema = arrow_schema(config.modalities)
+    params: dict[str, Any] = {}
+    if config.flow == "torch":
+        params = {"device": config.device, "batch_size": config.flow_batch_size}
+    cache_root = os.path.join(config.output, "cache")
+    staged: list[tuple[dict, str]] = []
+    r.load_stages = os.getloadavg()[0]
+    for vid, path in videos:
+        with r.probe:
+            probe(path)
+        identity = {"video_id": vid, "source": path, "label": None, "label_index": None}
+        # The cache entry (content hash of the source) and its done.json: what StageFn pays.
+        with r.stages["write"], r.stage_write:
+            entry, _ = cache.entry_dir(cache_root, config.config_hash, path, 0.0, seconds, vid)
+        done: list[dict] = []
+        segments = decode_segments(
+            path, fps=FPS, short_side=config.short_side, max_frames=MAX_FRAMES, start=0.0,
+            end=seconds,
+        )  # fmt: skip
+        while True:  # decode streams one segment at a time, as in DecodeFn
+            with r.stages["decode"]:
+                seg = next(segments, None)
+            if seg is None:
+                break
+            r.frames += len(seg.frames) - (1 if seg.index else 0)
+            flow = None
+            if config.flow != "none":
+                with r.stages["flow"]:
+                    flow = compute_flow(seg.frames, backend=config.flow, **params)
+                r.pairs += len(flow)
+            with r.stages["encode"]:
+                row = encode_row(config, vid, path, seg, flow)
+            with r.stages["write"], r.stage_write:
+                target = cache.segment_path(entry, seg.index)
+                write_parquet_rows(target, [row], schema)
+                done.append({"index": seg.index, "num_frames": row["num_frames"]})
+                if seg.is_last:
+                    cache.mark_done(entry, done, vid, path)
+            staged.append((identity, target))
+            del row, flow, seg
+
+    def rows() -> Iterator[dict]:
+        for identity, p in staged:
+            for row in iter_parquet_rows(p):
+                row.update(identity)  # as WriteShard does: identity from the manifest
+                yield row
+
+    folder = os.path.join(config.output, "shards")
+    with r.stages["write"], r.shard_write:
+        for fmt in config.formats:
+            out = os.path.join(folder, shard_name(config.split, 0, 1, fmt))
+            if fmt == "parquet":
+                with ParquetShardWriter(out, schema) as writer:
+                    for row in rows():
+                        writer.write(row)
+            else:
+                write_tfrecord_rows(out, rows())
+
+
+def warm_up(config: RunConfig, videos: list[tuple[str, str]]) -> None:
+    """One untimed pass over a single frame pair, so neither measurement pays first-call costs.
+
+    (Library loading, OpenCV/torch initialisation, the ffmpeg binary in the page cache.)
+    """
+    vid, path = videos[0]
+    seg = next(iter(decode_segments(path, fps=FPS, short_side=config.short_side, end=0.12)))
+    seg = Segment(0, 0, seg.frames[:2], True)
+    flow = None
+    if config.flow != "none":
+        params = {}
+        if config.flow == "torch":
+            params = {"device": config.device, "batch_size": config.flow_batch_size}
+        flow = compute_flow(seg.frames, backend=config.flow, **params)
+    row = encode_row(config, vid, path, seg, flow)
+    write_parquet_rows(
+        os.path.join(config.output, "warm.parquet"), [row], arrow_schema(config.modalities)
+    )
+
+
+def measure_pipeline(config: RunConfig, r: Round) -> None:
+    """Run the whole pipeline once on ``config`` and check it did the same work."""
+    r.load_pipeline = os.getloadavg()[0]
+    with r.pipeline:
+        result = run(config)
+    if result.failures:
+        raise RuntimeError(f"pipeline reported failures: {result.failures}")
+    r.pipeline_frames = int(result.manifest["totals"]["frames"])
+
+
+def median(rounds: list[Round], get: Callable[[Round], float]) -> float:
+    """The median of ``get(round)`` over the rounds."""
+    return statistics.median(get(r) for r in rounds)
+
+
+def fmt_rate(n: float, s: float) -> str:
+    """``n / s`` with sensible precision ("-" when there is no time)."""
+    if s <= 0:
+        return "-"
+    rate = n / s
+    return f"{rate:.1f}" if rate >= 10 else f"{rate:.2f}"
+
+
+def report(flow: str, args: argparse.Namespace, rounds: list[Round]) -> str:
+    """The markdown table for one flow mode."""
+    frames = rounds[0].frames
+    pairs = rounds[0].pairs
+    wall = {s: median(rounds, lambda r, s=s: r.stages[s].wall) for s in STAGES}
+    cpu = {s: median(rounds, lambda r, s=s: r.stages[s].cpu) for s in STAGES}
+    total = sum(wall.values())
+    total_cpu = sum(cpu.values())
+    pipe = median(rounds, lambda r: r.pipeline.wall)
+    pipe_cpu = median(rounds, lambda r: r.pipeline.cpu)
+    stage_w = median(rounds, lambda r: r.stage_write.wall)
+    shard_w = median(rounds, lambda r: r.shard_write.wall)
+    lines = [
+        f"### --flow {flow}  ({frames} frames, {pairs} flow pairs, workers={args.workers}, "
+        f"format={args.format}, {len(rounds)} round(s), median)",
+        "",
+        "| stage | frames | seconds | frames/s | share of total | cpu s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for s in STAGES:
+        name = s
+        if s == "flow":
+            if flow == "none":
+                lines.append("| flow (off) | - | - | - | - | - |")
+                continue
+            name = f"flow ({pairs} pairs, {fmt_rate(pairs, wall[s])} pairs/s)"
+        if s == "write":
+            name = f"write (stage {stage_w:.2f} s + shard {shard_w:.2f} s)"
+        share = f"{100 * wall[s] / total:.1f}%" if total else "-"
+        lines.append(
+            f"| {name} | {frames} | {wall[s]:.2f} | {fmt_rate(frames, wall[s])} | {share} "
+            f"| {cpu[s]:.2f} |"
+        )
+    lines.append(
+        f"| **sum of stages** | {frames} | {total:.2f} | {fmt_rate(frames, total)} | 100% "
+        f"| {total_cpu:.2f} |"
+    )
+    overhead = pipe / total - 1 if total else float("nan")
+    overhead_cpu = pipe_cpu / total_cpu - 1 if total_cpu else float("nan")
+    lines.append(
+        f"| **pipeline** (run(), workers={args.workers}) | {rounds[0].pipeline_frames} "
+        f"| {pipe:.2f} | {fmt_rate(rounds[0].pipeline_frames, pipe)} | "
+        f"{100 * pipe / total:.1f}% | {pipe_cpu:.2f} |"
+    )
+    verdict = "within" if overhead <= OVERHEAD_GOAL else "OVER"
+    fair = "" if args.workers == 1 else " (workers > 1: the sum of stages is not a fair reference)"
+    lines += [
+        "",
+        f"Pipeline: {pipe:.2f} s, {fmt_rate(rounds[0].pipeline_frames, pipe)} frames/s; "
+        f"overhead vs sum of stages: **{100 * overhead:+.1f}%** wall ({verdict} the "
+        f"{100 * OVERHEAD_GOAL:.0f}% goal), {100 * overhead_cpu:+.1f}% cpu{fair}.",
+    ]
+    probe_s = median(rounds, lambda r: r.probe.wall)
+    extra = pipe - total
+    fixed = None if args.no_minimal_run else median(rounds, lambda r: r.minimal or 0.0)
+    if fixed is None:
+        lines.append(
+            f"Of the extra {extra:.2f} s: probe (one ffmpeg call per video before decoding, "
+            f"not one of the four stages) {probe_s:.2f} s."
+        )
+    else:
+        lines.append(
+            f"Of the extra {extra:.2f} s: fixed cost (~ a minimal run: 2 frames, flow off) "
+            f"{fixed:.2f} s, probe (one ffmpeg call per video before decoding, not one of the "
+            f"four stages) {probe_s:.2f} s, remainder (per-element Beam cost and noise) "
+            f"{extra - fixed - probe_s:.2f} s."
+        )
+    lines.append(
+        "1-min load average when the stage loop / the pipeline started: "
+        + "; ".join(f"{r.load_stages:.2f} / {r.load_pipeline:.2f}" for r in rounds)
+        + f" (on {os.cpu_count()} cores; above that, wall times include waiting for a core)."
+    )
+    return "\n".join(lines)
+
+
+def minimal_run(args: argparse.Namespace, videos: list[tuple[str, str]], tmp: str) -> float:
+    """Seconds of ``run()`` on 2 frames of one video, flow off: about the pipeline's fixed cost.
+
+    (``run()`` refuses an input with no videos, so this is the smallest run there is; it
+    includes one probe and a 2-frame decode, a few tens of milliseconds.)
+    """
+    os.makedirs(tmp, exist_ok=True)
+    manifest = os.path.join(tmp, "minimal.csv")
+    write_manifest(manifest, videos[:1], 2 / FPS)
+    config = make_config(args, "none", os.path.join(tmp, "minimal-out"), manifest)
+    t0 = time.perf_counter()
+    run(config)
+    return time.perf_counter() - t0
+
+
+def version(*names: str) -> str:
+    """The installed version of the first distribution found among ``names``."""
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "not installed"
+
+
+def machine() -> str:
+    """CPU count and model, load, Python and library versions, as markdown bullets."""
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
+    import cv2
+
+    opencv = version(
+        "opencv-contrib-python-headless", "opencv-contrib-python", "opencv-python-headless",
+        "opencv-python",
+    )  # fmt: skip
+    return "\n".join(
+        [
+            f"- cpu: {os.cpu_count()} logical cores ({usable} usable), model {model!r}; "
+            f"OpenCV threads {cv2.getNumThreads()}",
+            f"- python {platform.python_version()} ({platform.platform()})",
+            f"- torch {version('torch')}, opencv {opencv} (cv2 {cv2.__version__}), "
+            f"apache-beam {version('apache-beam')}, pyarrow {version('pyarrow')}, "
+            f"numpy {np.__version__}",
+            "- load average (1, 5, 15 min) at start: "
+            + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+        ]
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--videos", default=default_videos(), help="folder of sample videos")
+    p.add_argument("--short-side", type=int, default=256, help="resize short side (pixels)")
+    p.add_argument(
+        "--seconds", type=float, default=2.0, help="decode only the first S seconds of each video"
+    )
+    p.add_argument("--workers", type=int, default=1, help="pipeline worker threads")
+    p.add_argument(
+        "--flow",
+        choices=("opencv", "none", "torch"),
+        default=None,
+        help="flow backend (default: opencv, then none)",
+    )
+    p.add_argument(
+        "--format", choices=("parquet", "tfrecord", "both"), default="parquet", help="shard format"
+    )
+    p.add_argument("--repeat", type=int, default=1, help="rounds per flow mode (median reported)")
+    p.add_argument("--no-minimal-run", action="store_true", help="skip timing a run on 2 frames")
+    args = p.parse_args(argv)
+    if args.seconds <= 0 or args.repeat < 1 or args.workers < 1:
+        p.error("--seconds must be > 0, --repeat and --workers >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure every flow mode asked for and print the report."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    videos = list_videos(args.videos)
+    if not videos:
+        print(f"no videos under {args.videos}", file=sys.stderr)
+        return 1
+    flows = [args.flow] if args.flow else ["opencv", "none"]
+    print("## tristream pipeline benchmark\n")
+    print("Command: `python " + " ".join(["benchmarks/pipeline.py", *sys.argv[1:]]) + "`\n")
+    print(machine())
+    print(
+        f"- inputs: {len(videos)} videos from {args.videos} "
+        f"({', '.join(v for v, _ in videos)}), first {args.seconds:g} s each, "
+        f"{FPS:g} fps, short side {args.short_side}\n"
+    )
+    sys.stdout.flush()
+    started = time.perf_counter()
+    for flow in flows:
+        rounds = []
+        with tempfile.TemporaryDirectory(prefix="tristream-bench-") as tmp:
+            manifest = os.path.join(tmp, "manifest.csv")
+            write_manifest(manifest, videos, args.seconds)
+            warm_up(make_config(args, flow, os.path.join(tmp, "warm"), manifest), videos)
+            for n in range(args.repeat):
+                r = Round()
+                if not args.no_minimal_run:
+                    r.minimal = minimal_run(args, videos, os.path.join(tmp, f"minimal-{n}"))
+                stage_cfg = make_config(args, flow, os.path.join(tmp, f"stages-{n}"), manifest)
+                pipe_cfg = make_config(args, flow, os.path.join(tmp, f"pipeline-{n}"), manifest)
+                # Alternate the order, so that a drift in the machine's load hits both sides.
+                if n % 2 == 0:
+                    measure_stages(stage_cfg, videos, args.seconds, r)
+                    measure_pipeline(pipe_cfg, r)
+                else:
+                    measure_pipeline(pipe_cfg, r)
+                    measure_stages(stage_cfg, videos, args.seconds, r)
+                if r.pipeline_frames != r.frames:
+                    raise RuntimeError(
+                        f"pipeline wrote {r.pipeline_frames} frames, stages saw {r.frames}"
+                    )
+                rounds.append(r)
+        print(report(flow, args, rounds) + "\n")
+        sys.stdout.flush()
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    elapsed = time.perf_counter() - started
+    print(f"Total benchmark time {elapsed:.0f} s; load average at end {load}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

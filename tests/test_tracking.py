@@ -1,0 +1,503 @@
+"""Flow-based pose tracking on synthetic scenes with exact flow, and with real TV-L1 flow.
+
+The synthetic scenes are skeletons moving on straight lines. Frames are black
+except pixel (0, 0), which holds the frame index, so the stand-in detector and
+pose estimator (plain callables with the real call contracts) know which frame
+they see. Their noise is a fixed function of (frame, person), so results do not
+depend on how the tracker batches its calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from tristream.transforms.flow import compute_flow
+from tristream.transforms.tracking import (
+    OKS_SIGMAS,
+    FlowTracker,
+    PersonTracks,
+    box_iou,
+    joints_box,
+    median_flow_shift,
+    nms,
+    oks,
+    propagate_points,
+)
+
+# A standing COCO-17 skeleton around its centre, (dx, dy) pixels.
+TEMPLATE = np.array(
+    [[0, -26], [3, -28], [-3, -28], [6, -26], [-6, -26], [10, -18], [-10, -18],
+     [13, -6], [-13, -6], [14, 5], [-14, 5], [7, 4], [-7, 4], [8, 16], [-8, 16],
+     [8, 28], [-8, 28]],
+    np.float64,
+)  # fmt: skip
+
+
+@dataclass
+class Person:
+    start: tuple[float, float]  # centre at frame 0
+    velocity: tuple[float, float]  # pixels per frame
+    frames: range | None = None  # frames where the person is in view (None: all)
+    score: float = 0.85  # mean joint score the estimator reports
+
+    def centre(self, t: int) -> np.ndarray:
+        return np.add(self.start, np.multiply(self.velocity, t))
+
+    def joints(self, t: int) -> np.ndarray:
+        return TEMPLATE + self.centre(t)
+
+    def box(self, t: int) -> np.ndarray:
+        j = self.joints(t)
+        lo, hi = j.min(0), j.max(0)
+        c, half = (lo + hi) / 2, (hi - lo) / 2 * 1.1
+        return np.concatenate([c - half, c + half])
+
+    def visible(self, t: int) -> bool:
+        return self.frames is None or t in self.frames
+
+
+class Scene:
+    """Persons, frames, exact dense flow and noisy stand-in detector / estimator."""
+
+    def __init__(self, persons, num_frames, height=112, width=192, box_noise=1.0,
+                 joint_noise=0.5, score_noise=0.05, seed=0, shuffle=False):  # fmt: skip
+        self.persons = persons
+        self.num_frames, self.height, self.width = num_frames, height, width
+        self.box_noise, self.joint_noise, self.seed = box_noise, joint_noise, seed
+        self.score_noise, self.shuffle = score_noise, shuffle  # shuffle: detections' order
+        self.missed: set[tuple[int, int]] = set()  # (frame, person) the detector misses
+        self.detected_frames: list[int] = []
+        self._flow: np.ndarray | None = None
+
+    def frames(self) -> np.ndarray:
+        f = np.zeros((self.num_frames, self.height, self.width, 3), np.uint8)
+        f[:, 0, 0, 0] = np.arange(self.num_frames)
+        return f
+
+    def flow(self, radius: float = 16.0) -> np.ndarray:
+        """Each pixel moves with the person owning the nearest joint within ``radius``, else 0."""
+        if self._flow is None:
+            self._flow = self._dense_flow(radius)
+        return self._flow
+
+    def _dense_flow(self, radius: float) -> np.ndarray:
+        ys, xs = np.mgrid[0 : self.height, 0 : self.width]
+        grid = np.stack([xs, ys], -1).astype(np.float64)
+        out = np.zeros((self.num_frames - 1, self.height, self.width, 2), np.float32)
+        for t in range(self.num_frames - 1):
+            best = np.full((self.height, self.width), radius)
+            for p in self.persons:
+                d = np.linalg.norm(grid[:, :, None] - p.joints(t)[None, None], axis=-1).min(-1)
+                closer = d < best
+                out[t][closer] = p.velocity
+                best = np.minimum(best, d)
+        return out
+
+    def _rng(self, t: int, i: int, kind: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, t, i, kind])
+
+    def detections_at(self, t: int) -> np.ndarray:
+        rows = []
+        for i, p in enumerate(self.persons):
+            if p.visible(t) and (t, i) not in self.missed:
+                rng = self._rng(t, i, 0)
+                box = p.box(t) + rng.normal(0, self.box_noise, 4)
+                rows.append(np.append(box, rng.uniform(0.7, 0.95)))
+        if self.shuffle:
+            rows = [rows[k] for k in self._rng(t, 999, 2).permutation(len(rows))]
+        return np.array(rows, np.float32).reshape(-1, 5)
+
+    def pose_for_box(self, t: int, box: np.ndarray) -> np.ndarray:
+        """The pose of the visible person whose box best overlaps ``box``; junk if none does."""
+        vis = [i for i, p in enumerate(self.persons) if p.visible(t)]
+        if vis:
+            ious = box_iou(box[None, :4], np.array([self.persons[i].box(t) for i in vis]))[0]
+            if ious.max() > 0.3:
+                i = vis[int(np.argmax(ious))]
+                p = self.persons[i]
+                rng = self._rng(t, i, 1)
+                xy = p.joints(t) + rng.normal(0, self.joint_noise, (17, 2))
+                noise = rng.uniform(-self.score_noise, self.score_noise, 17)
+                score = np.clip(p.score + noise, 0.01, 1)
+                return np.concatenate([xy, score[:, None]], 1).astype(np.float32)
+        centre = (box[:2] + box[2:4]) / 2
+        return np.concatenate([TEMPLATE + centre, np.full((17, 1), 0.05)], 1).astype(np.float32)
+
+    def poses_at(self, t: int, boxes: np.ndarray) -> np.ndarray:
+        return np.array([self.pose_for_box(t, b) for b in boxes], np.float32).reshape(-1, 17, 3)
+
+    # the callables, with the detector / pose estimator contracts
+    def detect(self, frames: np.ndarray) -> list[np.ndarray]:
+        assert frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[-1] == 3
+        ts = [int(f[0, 0, 0]) for f in frames]
+        self.detected_frames += ts
+        return [self.detections_at(t) for t in ts]
+
+    def estimate(self, frames: np.ndarray, boxes: list[np.ndarray]) -> list[np.ndarray]:
+        assert frames.dtype == np.uint8 and len(frames) == len(boxes)
+        return [self.poses_at(int(f[0, 0, 0]), b) for f, b in zip(frames, boxes)]
+
+    def identities(self, tracks: PersonTracks) -> np.ndarray:
+        """[M, T]: index of the person each track's pose is nearest to (-1 where absent)."""
+        out = np.full(tracks.keypoints.shape[:2], -1)
+        for m in range(tracks.num_persons):
+            for t in range(tracks.num_frames):
+                if tracks.keypoints[m, t, :, 2].max() > 0 or tracks.boxes[m, t, 4] > 0:
+                    if tracks.keypoints[m, t, :, 2].max() > 0:
+                        d = [np.abs(tracks.keypoints[m, t, :, :2] - p.joints(t)).mean()
+                             for p in self.persons]  # fmt: skip
+                    else:
+                        d = [np.abs(tracks.boxes[m, t, :4] - p.box(t)).mean()
+                             for p in self.persons]  # fmt: skip
+                    out[m, t] = int(np.argmin(d))
+        return out
+
+
+def crossing_scene(**kw) -> Scene:
+    """A walks right, B walks left 6 px lower, 8 px per frame: they cross at frame 9-10.
+
+    Near the crossing B's pose is closer to where A was than A's own new pose is,
+    so only flow propagation tells them apart.
+    """
+    a = Person((20, 48), (8, 0))
+    b = Person((172, 54), (-8, 0))
+    return Scene([a, b], 20, **kw)
+
+
+def assert_follows_each_person(scene: Scene, tracks: PersonTracks) -> None:
+    ident = scene.identities(tracks)
+    assert tracks.num_persons == len(scene.persons)
+    assert (ident >= 0).all(), "every track is present at every frame"
+    for m in range(tracks.num_persons):
+        assert len(set(ident[m])) == 1, f"track {tracks.track_ids[m]} switched: {ident[m]}"
+    assert sorted(ident[:, 0]) == list(range(len(scene.persons)))
+
+
+# --------------------------------------------------------------------------- basics
+
+
+def test_oks_iou_and_nms_on_hand_computed_values():
+    pose = np.concatenate([TEMPLATE + 50, np.ones((17, 1))], 1)
+    assert oks(pose, pose, 1000.0) == pytest.approx(1.0)
+    moved = pose.copy()
+    moved[:, 0] += 3.0
+    expected = np.mean(np.exp(-9.0 / (2 * 1000.0 * (2 * OKS_SIGMAS) ** 2)))
+    assert oks(pose, moved, 1000.0) == pytest.approx(expected, rel=1e-6)
+    hidden = moved.copy()
+    hidden[:5, 2] = 0  # joints with score 0 do not count
+    assert oks(pose, hidden, 1000.0) == pytest.approx(
+        np.mean(np.exp(-9.0 / (2 * 1000.0 * (2 * OKS_SIGMAS[5:]) ** 2))), rel=1e-6
+    )
+    assert oks(pose, moved, 0.0) == 0.0
+    assert len(OKS_SIGMAS) == 17 and OKS_SIGMAS[0] == pytest.approx(0.026)
+
+    a = np.array([[0, 0, 10, 10], [0, 0, 4, 4]], float)
+    b = np.array([[5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 10]], float)
+    np.testing.assert_allclose(box_iou(a, b), [[50 / 150, 0, 1], [0, 0, 16 / 100]])
+    assert box_iou(a, np.zeros((0, 4))).shape == (2, 0)
+
+    boxes = np.array([[0, 0, 10, 10, 0.5], [1, 0, 11, 10, 0.9], [20, 20, 30, 30, 0.7]])
+    assert nms(boxes, 0.5).tolist() == [1, 2]
+    assert nms(boxes, 0.9).tolist() == [1, 2, 0]
+    assert nms(np.zeros((0, 5)), 0.5).tolist() == []
+
+
+def test_propagation_helpers_follow_a_flow_field():
+    flow = np.zeros((20, 30, 2), np.float32)
+    flow[..., 0] = np.arange(30)[None, :] * 0.1  # dx grows with x: bilinear between columns
+    flow[..., 1] = -2.0
+    pts = np.array([[10.5, 5.0], [0.0, 0.0], [100.0, 3.0]])
+    np.testing.assert_allclose(
+        propagate_points(pts, flow), [[11.55, 3.0], [0.0, -2.0], [102.9, 1.0]], atol=1e-5
+    )
+    box = np.array([4, 4, 8, 10, 0.9])
+    np.testing.assert_allclose(median_flow_shift(box, flow), [0.55, -2.0], atol=1e-6)
+    joints = np.concatenate([TEMPLATE + 50, np.ones((17, 1))], 1)
+    np.testing.assert_allclose(joints_box(joints, 0.15), [50 - 16.1, 50 - 32.2, 66.1, 82.2])
+    joints[1:, 2] = 0
+    assert joints_box(joints) is None
+
+
+# --------------------------------------------------------------------------- pose mode
+
+
+def test_crossing_people_keep_their_ids_with_exact_flow_and_noisy_callables():
+    scene = crossing_scene()
+    tracker = FlowTracker(detector=scene.detect, estimator=scene.estimate)
+    tracks = tracker.process(scene.frames(), scene.flow())
+    assert_follows_each_person(scene, tracks)
+    assert tracks.track_ids.tolist() in ([0, 1], [1, 0])
+    # with a permissive threshold both pairings pass it: the greedy best-first order decides
+    scene = crossing_scene(shuffle=True)
+    loose = FlowTracker(scene.detect, scene.estimate, oks_threshold=0.01)
+    assert_follows_each_person(scene, loose.process(scene.frames(), scene.flow()))
+    # the keypoints are the estimator's poses of the right person
+    ident = scene.identities(tracks)
+    for m in range(2):
+        p = scene.persons[ident[m, 0]]
+        err = np.abs(tracks.keypoints[m, :, :, :2] - np.stack([p.joints(t) for t in range(20)]))
+        assert err.max() < 3.0
+
+
+def test_without_flow_the_same_crossing_swaps_ids():
+    """Control for the test above: the scene is hard enough that flow is what keeps the ids."""
+    scene = crossing_scene()
+    tracks = FlowTracker(detector=scene.detect, estimator=scene.estimate).process(
+        scene.frames(), None
+    )
+    ident = scene.identities(tracks)
+    assert any(len(set(row[row >= 0])) > 1 for row in ident)
+
+
+def test_crossing_with_precomputed_detections_and_poses():
+    scene = crossing_scene(seed=3)
+    dets = [scene.detections_at(t) for t in range(20)]
+    poses = [scene.poses_at(t, d) for t, d in enumerate(dets)]
+    tracker = FlowTracker()  # no callables: everything comes precomputed
+    tracks = tracker.process(None, scene.flow(), detections=dets, poses=poses)
+    assert_follows_each_person(scene, tracks)
+    # precomputed values are used as given: the tracked rows are the given poses and boxes
+    ident = scene.identities(tracks)
+    for m in range(2):
+        for t in (0, 9, 19):
+            i = int(np.argmin(np.abs(dets[t][:, :4] - scene.persons[ident[m, t]].box(t)).sum(1)))
+            np.testing.assert_array_equal(tracks.keypoints[m, t], poses[t][i])
+            np.testing.assert_array_equal(tracks.boxes[m, t], dets[t][i])
+
+
+def test_overlapping_detections_are_not_suppressed_but_duplicate_flow_boxes_are():
+    scene = crossing_scene()
+    calls = []
+
+    def estimate(frames, boxes):
+        calls.append([len(b) for b in boxes])
+        return scene.estimate(frames, boxes)
+
+    tracks = FlowTracker(scene.detect, estimate, nms_iou=0.3).process(scene.frames(), scene.flow())
+    # at the crossing the two detections overlap with IoU > nms_iou, yet both persons stay
+    d9 = scene.detections_at(9)
+    assert box_iou(d9, d9)[0, 1] > 0.4
+    assert_follows_each_person(scene, tracks)
+    assert (tracks.boxes[:, 9, 4] > 0).all()
+    # every flow box coincides with a detection, so NMS drops all of them: no per-frame calls
+    assert calls and all(len(c) > 1 for c in calls)  # only the batched calls on the detections
+
+
+def test_detector_miss_is_filled_by_the_flow_box():
+    scene = Scene([Person((30, 50), (4, 1))], 10)
+    scene.missed = {(4, 0), (5, 0)}
+    tracks = FlowTracker(scene.detect, scene.estimate).process(scene.frames(), scene.flow())
+    assert tracks.num_persons == 1 and tracks.track_ids.tolist() == [0]
+    assert (tracks.keypoints[0, :, :, 2].mean(-1) > 0.5).all()  # present at every frame
+    for t in (4, 5):  # the boxes there are the joints' box, enlarged by 15 %, moved by flow
+        box = tracks.boxes[0, t, :4]
+        assert box[2] - box[0] == pytest.approx(28 * 1.15, abs=2.5)
+        np.testing.assert_allclose((box[:2] + box[2:]) / 2, scene.persons[0].centre(t), atol=1.5)
+
+
+def test_a_flow_box_whose_pose_does_not_match_its_track_starts_no_new_track():
+    scene = Scene([Person((30, 50), (4, 1))], 8)
+    scene.missed = {(4, 0)}
+
+    def estimate(frames, boxes):  # in the flow box at frame 4 it "finds" a pose 25 px off
+        poses = scene.estimate(frames, boxes)
+        if len(frames) == 1 and int(frames[0, 0, 0, 0]) == 4:
+            poses[0][:, :, 0] += 25
+        return poses
+
+    tracks = FlowTracker(scene.detect, estimate).process(scene.frames(), scene.flow())
+    assert tracks.track_ids.tolist() == [0]
+    present = tracks.keypoints[0, :, :, 2].max(-1) > 0
+    assert present.tolist() == [True] * 4 + [False] + [True] * 3
+
+
+def test_person_missing_for_max_age_minus_one_frames_keeps_id_and_newcomers_get_new_ids():
+    a = Person((30, 50), (3, 0), frames=range(0, 5))
+    a_back = Person((30, 50), (3, 0), frames=range(7, 11))  # A again after 2 missing frames
+    c = Person((150, 50), (-2, 0), frames=range(8, 16))  # a newcomer
+    a_late = Person((30, 50), (3, 0), frames=range(14, 16))  # A after 3 missing frames
+    scene = Scene([a, a_back, c, a_late], 16)
+    tracks = FlowTracker(scene.detect, scene.estimate, max_age=3).process(
+        scene.frames(), scene.flow()
+    )
+    rows = {
+        int(i): tracks.keypoints[m, :, :, 2].max(-1) > 0 for m, i in enumerate(tracks.track_ids)
+    }
+    assert sorted(rows) == [0, 1, 2]
+    # id 0: A at frames 0-4 and 7-10, absent (score 0, all zeros) at 5-6 and 11-15
+    assert np.flatnonzero(rows[0]).tolist() == [0, 1, 2, 3, 4, 7, 8, 9, 10]
+    m0 = tracks.track_ids.tolist().index(0)
+    assert not tracks.keypoints[m0, 5:7].any() and not tracks.boxes[m0, 5:7].any()
+    assert np.flatnonzero(rows[1]).tolist() == list(range(8, 16))  # C
+    assert np.flatnonzero(rows[2]).tolist() == [14, 15]  # A after > max_age frames: new id
+    # with max_age=2 the 2-frame gap is already too long
+    scene.detected_frames.clear()
+    short = FlowTracker(scene.detect, scene.estimate, max_age=2).process(
+        scene.frames(), scene.flow()
+    )
+    assert short.num_persons == 4
+
+
+def test_ids_continue_across_segments_with_one_frame_overlap():
+    scene = crossing_scene(seed=7)
+    frames, flow = scene.frames(), scene.flow()
+    whole = FlowTracker(scene.detect, scene.estimate).process(frames, flow)
+    scene.detected_frames.clear()
+
+    tracker = FlowTracker(scene.detect, scene.estimate)
+    first = tracker.process(frames[:11], flow[:10])  # frames 0..10
+    assert tracker.last_frame == 10
+
+    def failing_estimate(f, boxes):  # fails on the flow box of the person missed at frame 15
+        if len(f) == 1 and int(f[0, 0, 0, 0]) == 15:
+            raise RuntimeError("GPU fell over")
+        return scene.estimate(f, boxes)
+
+    tracker.estimator, scene.missed = failing_estimate, {(15, 0)}
+    with pytest.raises(RuntimeError):  # a call that fails midway leaves the state as it was
+        tracker.process(frames[10:], flow[10:], start_frame=10)
+    assert tracker.last_frame == 10
+    tracker.estimator, scene.missed = scene.estimate, set()
+    scene.detected_frames = [t for t in scene.detected_frames if t <= 10]
+    second = tracker.process(frames[10:], flow[10:], start_frame=10)  # frames 10..19
+    assert sorted(scene.detected_frames) == list(range(20))  # frame 10 detected once
+
+    for seg, lo in ((first, 0), (second, 10)):
+        for m, i in enumerate(seg.track_ids):
+            w = whole.track_ids.tolist().index(i)
+            np.testing.assert_array_equal(seg.keypoints[m], whole.keypoints[w, lo : lo + 11])
+            np.testing.assert_array_equal(seg.boxes[m], whole.boxes[w, lo : lo + 11])
+    # the shared frame has the same rows under the same ids in both segments
+    for i in first.track_ids:
+        a, b = first.track_ids.tolist().index(i), second.track_ids.tolist().index(i)
+        np.testing.assert_array_equal(first.keypoints[a, -1], second.keypoints[b, 0])
+
+    with pytest.raises(ValueError, match="overlap by one frame"):
+        tracker.process(frames[5:], flow[5:], start_frame=5)
+    # state moves to another tracker; reset() starts a new video with ids from 0
+    other = FlowTracker(scene.detect, scene.estimate)
+    other.set_state(tracker.get_state())
+    assert other.last_frame == 19
+    tracker.reset()
+    again = tracker.process(frames[:11], flow[:10])
+    np.testing.assert_array_equal(again.track_ids, first.track_ids)
+
+
+def test_max_persons_keeps_the_highest_mean_score_tracks_in_order():
+    persons = [
+        Person((20, 40), (0, 0), score=0.9),  # id 0
+        Person((60, 40), (0, 0), score=0.5),  # id 1
+        Person((100, 40), (0, 0), score=0.7),  # id 2
+        Person((140, 40), (0, 0), score=0.7),  # id 3: ties with id 2
+        Person((20, 90), (0, 0), score=0.3),  # id 4
+        Person((100, 90), (0, 0), score=0.99, frames=range(0, 4)),  # id 5: mean 0.99*4/10
+    ]
+    scene = Scene(persons, 10, height=128, score_noise=0.0)  # exact scores: ties are ties
+    dets = [scene.detections_at(t) for t in range(10)]
+    poses = [scene.poses_at(t, d) for t, d in enumerate(dets)]
+    full = FlowTracker(max_persons=10).process(None, None, dets, poses)
+    assert full.track_ids.tolist() == [0, 2, 3, 1, 5, 4]
+    means = full.keypoints[..., 2].mean(axis=(1, 2))
+    assert np.all(np.diff(means) <= 0)
+    top = FlowTracker(max_persons=3).process(None, None, dets, poses)
+    assert top.track_ids.tolist() == [0, 2, 3]
+    np.testing.assert_array_equal(top.keypoints, full.keypoints[:3])
+    assert FlowTracker(max_persons=0).process(None, None, dets, poses).num_persons == 0
+
+
+def test_output_shapes_dtypes_and_empty_segments():
+    scene = crossing_scene()
+    tracks = FlowTracker(scene.detect, scene.estimate).process(scene.frames(), scene.flow())
+    assert tracks.keypoints.shape == (2, 20, 17, 3) and tracks.keypoints.dtype == np.float32
+    assert tracks.boxes.shape == (2, 20, 5) and tracks.boxes.dtype == np.float32
+    assert tracks.track_ids.shape == (2,) and tracks.track_ids.dtype == np.int32
+    assert tracks.num_persons == 2 and tracks.num_frames == 20
+
+    empty = FlowTracker(lambda f: [np.zeros((0, 5), np.float32)] * len(f), scene.estimate)
+    out = empty.process(scene.frames(), scene.flow())
+    assert out.keypoints.shape == (0, 20, 17, 3) and out.boxes.shape == (0, 20, 5)
+    assert out.track_ids.dtype == np.int32 and out.num_persons == 0
+
+    with pytest.raises(ValueError, match="flow must be"):
+        FlowTracker(scene.detect).process(scene.frames(), scene.flow()[:-1])
+    with pytest.raises(ValueError, match="detector or precomputed detections"):
+        FlowTracker().process(scene.frames(), scene.flow())
+    with pytest.raises(ValueError, match=r"\[N, 17, 3\]"):
+        FlowTracker(scene.detect, lambda f, b: [np.zeros((len(x), 5)) for x in b]).process(
+            scene.frames(), scene.flow()
+        )
+
+
+# --------------------------------------------------------------------------- IoU mode
+
+
+def test_iou_mode_tracks_fast_crossing_boxes_with_flow():
+    a = Person((20, 48), (18, 0))
+    b = Person((164, 78), (-18, 0))  # 30 px lower; the two boxes cross at frame 4
+    scene = Scene([a, b], 9)
+    flow = scene.flow()
+    tracks = FlowTracker(detector=scene.detect).process(scene.frames(), flow)
+    assert_follows_each_person(scene, tracks)
+    assert not tracks.keypoints.any()  # no poses in IoU mode: keypoint rows are all zeros
+    for m in range(2):
+        p = scene.persons[scene.identities(tracks)[m, 0]]
+        np.testing.assert_allclose(
+            tracks.boxes[m, :, :4], np.stack([p.box(t) for t in range(9)]), atol=4
+        )
+        assert (tracks.boxes[m, :, 4] >= 0.7).all()
+    # control: without flow the boxes move too far between frames to be matched by IoU
+    no_flow = FlowTracker(detector=scene.detect).process(scene.frames(), None)
+    assert no_flow.num_persons > 2
+
+
+# --------------------------------------------------------------------------- real flow
+
+
+def _real_sequence(num_frames=5, dx=2.0, dy=1.0, h=64, w=80):
+    img = cv2.resize(data.astronaut(), (w * 2, h * 2), interpolation=cv2.INTER_AREA)
+    img = img[h // 2 : h // 2 + h, w // 2 : w // 2 + w]
+    frames = []
+    for t in range(num_frames):
+        m = np.float32([[1, 0, dx * t], [0, 1, dy * t]])
+        frames.append(cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_CUBIC,
+                                     borderMode=cv2.BORDER_REFLECT))  # fmt: skip
+    return np.stack(frames)
+
+
+def test_propagation_with_real_tvl1_flow():
+    frames = _real_sequence()
+    flow = compute_flow(frames)  # real TV-L1 on a real image shifted by (2, 1) px per frame
+    box0 = np.array([22.0, 14.0, 46.0, 46.0])
+    truth = [box0 + np.array([2, 1, 2, 1]) * t for t in range(5)]
+
+    # points move with the image
+    pts = np.array([[30.0, 30.0], [40.5, 20.25], [25.0, 40.0]])
+    np.testing.assert_allclose(propagate_points(pts, flow[0]), pts + [2, 1], atol=0.3)
+
+    # IoU mode: the 'person' is detected at frame 0 only; flow alone carries its box
+    def detect(f):
+        return [np.append(box0, 0.9)[None].astype(np.float32) for _ in f]
+
+    tracks = FlowTracker(detector=detect, detect_every=100).process(frames, flow)
+    assert tracks.num_persons == 1
+    np.testing.assert_allclose(tracks.boxes[0, :, :4], truth, atol=0.6)
+
+    # pose mode: the same, with an estimator that finds the joints inside the moving box
+    def estimate(f, boxes):
+        out = []
+        for frame, b in zip(f, boxes):
+            t = next(i for i in range(5) if np.array_equal(frames[i], frame))
+            centre = (truth[t][:2] + truth[t][2:]) / 2
+            joints = np.concatenate([TEMPLATE * 0.5 + centre, np.full((17, 1), 0.8)], 1)
+            out.append(np.repeat(joints[None], len(b), 0).astype(np.float32))
+        return out
+
+    tracks = FlowTracker(detect, estimate, detect_every=100).process(frames, flow)
+    assert tracks.num_persons == 1 and (tracks.keypoints[0, :, :, 2] > 0).all()
+    centres = tracks.keypoints[0, :, :, :2].mean(1) - TEMPLATE.mean(0) * 0.5
+    np.testing.assert_allclose(centres, [(b[:2] + b[2:]) / 2 for b in truth], atol=0.6)
