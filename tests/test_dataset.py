@@ -542,3 +542,19 @@ def test_reader_needs_no_beam_ffmpeg_or_pipeline():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_read_rows_needs_no_torch_tensorflow_or_tfrecord_package():
+    code = (
+        "import sys\n"
+        "for m in ('torch', 'tensorflow', 'tfrecord', 'apache_beam', 'ffmpeg'):\n"
+        "    sys.modules[m] = None  # importing any of them now fails\n"
+        "from tristream.shards import read_rows\n"
+        "from tristream.shards.tfrecord import row_to_example, example_to_row\n"
+        "row = {'video_id': 'v', 'num_frames': 2, 'keypoints': [1.5, 2.0], 'label': None}\n"
+        "back = example_to_row(row_to_example(row))\n"
+        "assert back['video_id'] == 'v' and back['keypoints'] == [1.5, 2.0], back\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

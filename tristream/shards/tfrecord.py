@@ -16,8 +16,8 @@ from typing import Any, BinaryIO
 
 import google_crc32c
 import pyarrow as pa
-from tfrecord import example_pb2
 
+from tristream.shards import example_proto as example_pb2
 from tristream.shards.atomic import atomic_path
 from tristream.shards.schema import COLUMNS, COLUMNS_BY_NAME, Column
 
