@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
 
 from tristream import __version__
@@ -79,6 +77,27 @@ def _run_parser(sub) -> None:
     p.add_argument(
         "--fail-on-error", action="store_true", help="exit with status 1 if any video failed"
     )
+    pose = p.add_argument_group("persons (keypoints, boxes, tracks) and pose frames")
+    pose.add_argument("--detector", help="person detector: YOLOX ONNX model or TorchScript file")
+    pose.add_argument(
+        "--pose-model",
+        help="PoseResNet checkpoint (official or mmpose layout) or TorchScript heatmap model",
+    )
+    pose.add_argument("--pose-decoder", default="dark", choices=["argmax", "soft-argmax", "dark"])
+    pose.add_argument("--flip-test", action="store_true", help="average with the flipped crop")
+    pose.add_argument(
+        "--skeletons",
+        help="import 2D skeletons from an mmaction2/pyskl pickle instead of running models",
+    )
+    pose.add_argument("--max-persons", type=int, default=5, help="tracks kept per row")
+    pose.add_argument("--det-threshold", type=float, default=0.3, help="detector score threshold")
+    pose.add_argument("--det-nms", type=float, default=0.45, help="detector NMS IoU threshold")
+    pose.add_argument(
+        "--render",
+        default="bars,fine,ratio,rgb",
+        help="pose frame style (marks dots|bars, coloring fine|coarse, thickness "
+        "uniform|ratio, background rgb|black), or none",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -106,6 +125,15 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
         split=args.split,
         timeout=args.timeout,
         fail_on_error=args.fail_on_error,
+        detector=args.detector,
+        pose_model=args.pose_model,
+        pose_decoder=args.pose_decoder,
+        flip_test=args.flip_test,
+        skeletons=args.skeletons,
+        max_persons=args.max_persons,
+        det_threshold=args.det_threshold,
+        det_nms=args.det_nms,
+        render=args.render,
     )
     result = run(config, beam_args)
     print(summary(result.manifest, result.failures, args.output))
@@ -133,18 +161,16 @@ def summary(manifest: dict, failures: list[dict], output: str) -> str:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    path = os.path.join(args.output, "manifest.json")
-    if not os.path.isfile(path):
-        print(f"no manifest.json in {args.output}", file=sys.stderr)
-        return 2
-    with open(path, encoding="utf-8") as f:
-        manifest = json.load(f)
-    failures_path = os.path.join(args.output, "failures.jsonl")
-    failures = []
-    if os.path.isfile(failures_path):
-        with open(failures_path, encoding="utf-8") as f:
-            failures = [json.loads(line) for line in f if line.strip()]
-    print(summary(manifest, failures, args.output))
+    from tristream.inspect import main_inspect
+
+    return main_inspect(args.output, png=args.png, video=args.video, frames=args.frames)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tristream.exports import export_skeletons
+
+    n = export_skeletons(args.output, args.pickle, split=args.split)
+    print(f"{args.pickle}: {n} videos")
     return 0
 
 
@@ -154,8 +180,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"tristream {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
-    ins = sub.add_parser("inspect", help="summarise an output folder")
+    ins = sub.add_parser("inspect", help="summarise an output folder, or draw a contact sheet")
     ins.add_argument("output", help="a run's output folder")
+    ins.add_argument("--png", help="write a contact sheet (RGB, flow, pose, tracks) to this PNG")
+    ins.add_argument("--video", help="video id for the contact sheet (default: the first)")
+    ins.add_argument("--frames", type=int, default=8, help="frames across the contact sheet")
+    exp = sub.add_parser(
+        "export-skeletons", help="write the shards' keypoints as an mmaction2/pyskl pickle"
+    )
+    exp.add_argument("output", help="a run's output folder")
+    exp.add_argument("pickle", help="the .pkl file to write")
+    exp.add_argument("--split", help="also write a split of this name listing every video")
     args, rest = parser.parse_known_args(argv)
     if args.command != "run" and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
@@ -171,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args, rest)
+        if args.command == "export-skeletons":
+            return cmd_export(args)
         return cmd_inspect(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"tristream: error: {exc}", file=sys.stderr)

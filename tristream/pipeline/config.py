@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 
 from tristream import __version__
 from tristream.shards.codec import FLOW_ENCODINGS, JPEG_QUALITY
 from tristream.shards.schema import SCHEMA_VERSION
 from tristream.transforms.flow import BACKENDS, tvl1_params
+from tristream.transforms.render import RenderStyle
 
 FORMATS = ("parquet", "tfrecord", "both")
 FLOW_CHOICES = (*sorted(BACKENDS), "none")
@@ -44,6 +46,15 @@ class RunConfig:
     split: str = "train"
     timeout: float = 0.0
     fail_on_error: bool = False
+    detector: str | None = None
+    pose_model: str | None = None
+    pose_decoder: str = "dark"
+    flip_test: bool = False
+    skeletons: str | None = None
+    max_persons: int = 5
+    det_threshold: float = 0.3
+    det_nms: float = 0.45
+    render: str = "bars,fine,ratio,rgb"
 
     def __post_init__(self) -> None:
         if self.input is None and self.manifest is None:
@@ -61,6 +72,29 @@ class RunConfig:
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError("--jpeg-quality must be in 1..100")
         tvl1_params(**self.flow_params)  # unknown names fail here, before any work
+        RenderStyle.parse(self.render)  # likewise a bad --render
+        if self.pose_model and not self.detector:
+            raise ValueError("--pose-model needs --detector (top-down pose runs on person boxes)")
+        if self.skeletons and self.detector:
+            raise ValueError("give --skeletons (imported keypoints) or --detector, not both")
+        if self.pose_decoder not in ("argmax", "soft-argmax", "dark"):
+            raise ValueError("--pose-decoder must be argmax, soft-argmax or dark")
+        if self.max_persons < 1:
+            raise ValueError("--max-persons must be at least 1")
+        for name in ("detector", "pose_model", "skeletons"):
+            path = getattr(self, name)
+            if path and not os.path.isfile(path):
+                raise FileNotFoundError(f"--{name.replace('_', '-')} {path}: no such file")
+
+    @property
+    def persons(self) -> bool:
+        """Whether rows carry person tracks (keypoints, boxes, track ids)."""
+        return bool(self.detector or self.skeletons)
+
+    @property
+    def render_style(self) -> RenderStyle | None:
+        """The pose-frame style, or None when no pose frames are rendered."""
+        return RenderStyle.parse(self.render) if self.persons else None
 
     @property
     def formats(self) -> tuple[str, ...]:
@@ -70,7 +104,12 @@ class RunConfig:
     @property
     def modalities(self) -> tuple[str, ...]:
         """The modalities the shards hold."""
-        return ("rgb",) if self.flow == "none" else ("rgb", "flow")
+        mods = ["rgb"] if self.flow == "none" else ["rgb", "flow"]
+        if self.render_style is not None:
+            mods.append("pose")
+        if self.persons:
+            mods.append("keypoints")
+        return tuple(mods)
 
     def affecting_output(self) -> dict:
         """The settings that change shard contents (what the config hash covers)."""
@@ -83,6 +122,22 @@ class RunConfig:
             "flow_params": tvl1_params(**self.flow_params) if self.flow != "none" else None,
             "jpeg_quality": self.jpeg_quality,
             "schema_version": SCHEMA_VERSION,
+            "persons": self._persons_config(),
+        }
+
+    def _persons_config(self) -> dict | None:
+        if not self.persons:
+            return None
+        return {
+            "detector": _file_id(self.detector),
+            "pose_model": _file_id(self.pose_model),
+            "pose_decoder": self.pose_decoder if self.pose_model else None,
+            "flip_test": self.flip_test if self.pose_model else None,
+            "skeletons": _file_id(self.skeletons),
+            "max_persons": self.max_persons,
+            "det_threshold": self.det_threshold if self.detector else None,
+            "det_nms": self.det_nms if self.detector else None,
+            "render": str(self.render_style) if self.render_style else None,
         }
 
     @property
@@ -97,7 +152,7 @@ class RunConfig:
             "schema_version": SCHEMA_VERSION,
             "flow_encoding": self.flow_encoding if self.flow != "none" else None,
             "flow_backend": None if self.flow == "none" else self.flow,
-            "render": None,
+            "render": str(self.render_style) if self.render_style else None,
             "config_hash": self.config_hash,
             "tristream_version": __version__,
         }
@@ -106,3 +161,14 @@ class RunConfig:
     def to_dict(self) -> dict:
         """All fields, for ``manifest.json``."""
         return dataclasses.asdict(self)
+
+
+def _file_id(path: str | None) -> str | None:
+    """A model or annotation file by content (SHA-256), so the cache key follows the file."""
+    if not path:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -2,7 +2,8 @@
 
 Graph::
 
-    tasks -> Reshuffle -> Decode -> Flow -> Encode -> Stage (cache)   (fused, per segment)
+    tasks -> Reshuffle -> Decode -> Flow -> Pose -> Render -> Encode -> Stage (cache)
+                                                         (fused, one segment at a time)
       staged refs + failures -> CoGroupByKey(video) -> CollectVideo
       -> GroupByKey(split, shard) -> WriteShard -> finalize (manifest, failures)
 
@@ -30,6 +31,8 @@ from tristream.pipeline.stages import (
     EncodeFn,
     Failure,
     FlowFn,
+    PoseFn,
+    RenderFn,
     StagedSegment,
     StageFn,
 )
@@ -84,6 +87,10 @@ def build(p: beam.Pipeline, config: RunConfig, tasks, pre_failures) -> None:
         | "Decode" >> beam.ParDo(DecodeFn(config))
     )
     stages = [("Flow", FlowFn)] if config.flow != "none" else []
+    if config.persons:
+        stages.append(("Pose", PoseFn))
+        if config.render_style is not None:
+            stages.append(("Render", RenderFn))
     stages += [("Encode", EncodeFn), ("Stage", StageFn)]
     for name, fn in stages:
         stream = stream | name >> beam.ParDo(fn(config))

@@ -28,6 +28,9 @@ from tristream.shards.parquet import write_parquet_rows
 from tristream.shards.schema import arrow_schema
 from tristream.transforms.decode import Segment, decode_segments, probe
 from tristream.transforms.flow import compute_flow
+from tristream.transforms.render import render_segment
+from tristream.transforms.skeletons import load_skeletons, slice_for_segment
+from tristream.transforms.tracking import FlowTracker, PersonTracks, tracks_from_keypoints
 
 LOG = logging.getLogger(__name__)
 NAMESPACE = "tristream"
@@ -71,6 +74,8 @@ class SegmentWork:
     fps: float
     entry: str
     flow: np.ndarray | None = None
+    persons: PersonTracks | None = None
+    pose_frames: np.ndarray | None = None
     row: dict[str, Any] | None = None
 
 
@@ -220,6 +225,85 @@ class FlowFn(_Stage):
         return replace(work, flow=flow)
 
 
+class PoseFn(_Stage):
+    """Adds person tracks: detector + top-down pose + flow tracking, or imported skeletons.
+
+    Models and annotation files load once per worker (``setup``). A video's
+    segments reach one instance in order (they are fused behind its decode),
+    so one :class:`FlowTracker` per video keeps track ids across segments.
+    """
+
+    stage = "pose"
+
+    def __init__(self, config: RunConfig):
+        super().__init__(config)
+        self.persons = Metrics.counter(NAMESPACE, "persons")
+
+    def setup(self) -> None:
+        c = self.config
+        self.trackers: dict[str, FlowTracker] = {}
+        self.skeletons = load_skeletons(c.skeletons) if c.skeletons else None
+        self.detector = self.estimator = None
+        if c.detector:
+            from tristream.models.detector import load_detector
+
+            self.detector = load_detector(
+                c.detector, score_threshold=c.det_threshold, nms_threshold=c.det_nms,
+                device=c.device,
+            )  # fmt: skip
+        if c.pose_model:
+            from tristream.models.pose_resnet import load_pose_model
+            from tristream.transforms.pose import PoseEstimator
+
+            model = load_pose_model(c.pose_model, device=c.device)
+            self.estimator = PoseEstimator(model, decoder=c.pose_decoder, flip_test=c.flip_test)
+
+    def process(self, work):
+        if isinstance(work, Failure):
+            self.trackers.pop(work.video_id, None)
+        yield from super().process(work)
+
+    def run(self, work: SegmentWork) -> SegmentWork:
+        task, seg = work.task, work.segment
+        if self.skeletons is not None:
+            tracks = self._imported(work)
+        else:
+            if seg.index == 0:
+                self.trackers[task.video_id] = FlowTracker(
+                    self.detector, self.estimator, max_persons=self.config.max_persons
+                )
+            tracker = self.trackers[task.video_id]
+            tracks = tracker.process(seg.frames, work.flow, start_frame=seg.start_frame)
+            if seg.is_last:
+                self.trackers.pop(task.video_id, None)
+        self.persons.inc(tracks.num_persons)
+        return replace(work, persons=tracks)
+
+    def _imported(self, work: SegmentWork) -> PersonTracks:
+        """The video's imported skeletons for this segment, best ``max_persons`` first."""
+        seg, t = work.segment, len(work.segment.frames)
+        ann = self.skeletons.get(work.task.video_id)
+        if ann is None:
+            raise KeyError(
+                f"no skeletons for video {work.task.video_id!r} in {self.config.skeletons}"
+            )
+        kps = slice_for_segment(ann, seg.start_frame, t, to_shape=seg.frames.shape[1:3])
+        return tracks_from_keypoints(kps, self.config.max_persons)
+
+
+class RenderFn(_Stage):
+    """Renders the PERF-Net pose frames (pose drawn over RGB) from the person tracks."""
+
+    stage = "render"
+
+    def setup(self) -> None:
+        self.style = self.config.render_style
+
+    def run(self, work: SegmentWork) -> SegmentWork:
+        frames = render_segment(work.segment.frames, work.persons.keypoints, self.style)
+        return replace(work, pose_frames=frames)
+
+
 class EncodeFn(_Stage):
     """Encodes frames (JPEG) and flow (as --flow-encoding says) into a shard row."""
 
@@ -243,6 +327,14 @@ class EncodeFn(_Stage):
         }
         if work.flow is not None:
             row["flow_x"], row["flow_y"] = encode_flow(work.flow, c.flow_encoding, c.jpeg_quality)
+        if work.pose_frames is not None:
+            row["pose"] = encode_frames(work.pose_frames, "jpeg", c.jpeg_quality)
+        if work.persons is not None:
+            p = work.persons
+            row["keypoints"] = p.keypoints.astype(np.float32).ravel().tolist()
+            row["boxes"] = p.boxes.astype(np.float32).ravel().tolist()
+            row["track_ids"] = p.track_ids.astype(np.int32).tolist()
+            row["num_persons"] = int(p.num_persons)
         row["meta"] = c.meta_json()
         return replace(work, row=row)
 

@@ -209,6 +209,30 @@ class PersonTracks:
         )
 
 
+def tracks_from_keypoints(keypoints: np.ndarray, max_persons: int = 5) -> PersonTracks:
+    """Person tracks from keypoints whose person axis already is the identity (imported skeletons).
+
+    ``keypoints``: float ``[M, T, 17, 3]`` (x, y, score), person m the same
+    individual in every frame. Boxes are the tight box of each frame's joints
+    with score > 0, scored by their mean score (zeros where fewer than two joints
+    are visible). Track ids are the person's index in the input. Returns the
+    ``max_persons`` persons with the highest mean joint score over the
+    segment, highest first (ties: lower index first).
+    """
+    kps = np.asarray(keypoints, np.float32)
+    m, t = kps.shape[:2]
+    boxes = np.zeros((m, t, 5), np.float32)
+    for i in range(m):
+        for j in range(t):
+            box = joints_box(kps[i, j], enlarge=0.0)
+            if box is not None:
+                visible = kps[i, j, :, 2] > 0
+                boxes[i, j] = (*box, kps[i, j, visible, 2].mean())
+    mean_score = kps[..., 2].mean(axis=(1, 2)) if m else np.zeros(0)
+    order = sorted(range(m), key=lambda i: (-mean_score[i], i))[:max_persons]
+    return PersonTracks(kps[order], boxes[order], np.asarray(order, np.int32))
+
+
 # --------------------------------------------------------------------------- tracker
 
 
