@@ -6,18 +6,26 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
+# Where torch comes from: empty for the default index (the CPU build here), or
+# e.g. https://download.pytorch.org/whl/cu128 for a CUDA build (docker/).
+TORCH_INDEX ?=
+EXTRAS ?= pipeline,reader,dev
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-all lint format bench clean
+.PHONY: venv install demo test test-all lint format bench clean
 
 venv: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml Makefile
+	$(MAKE) install
+	touch $(STAMP)
+
+# The install steps, also used by the images in docker/ (with VENV, EXTRAS, TORCH_INDEX).
+install:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==$(TORCH_VERSION)
-	$(PIP) install -q -e '.[pipeline,reader,dev]'
-	touch $(STAMP)
+	$(PIP) install -q torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PIP) install -q -e '.[$(EXTRAS)]'
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
