@@ -442,14 +442,18 @@ def load_pose_model(
     kernel = int(deconv_w.shape[-1]) if deconv_w is not None else 4
     num_deconv = len({k.split(".")[1] for k in sd if k.startswith("deconv_layers.")}) // 2 or 3
     try:
-        model = PoseResNet(depth, num_joints, channels, num_deconv, kernel)
+        with torch.device("meta"):  # no random init: every tensor comes from the file
+            model = PoseResNet(depth, num_joints, channels, num_deconv, kernel)
     except (KeyError, ValueError) as exc:
         raise ValueError(f"{path}: unsupported PoseResNet configuration ({exc})") from exc
     expected = model.state_dict().keys()
     if _names(sd) != _names(expected):
         _raise_mismatch(path, sd, expected, f"PoseResNet-{depth} ({source} layout)")
+    for k in set(expected) - set(sd):  # num_batches_tracked, absent in old checkpoints
+        sd[k] = torch.zeros((), dtype=torch.long)
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
     try:
-        model.load_state_dict(sd, strict=True)
+        model.load_state_dict(sd, strict=True, assign=True)
     except RuntimeError as exc:  # shapes
         raise ValueError(f"{path}: weights do not fit PoseResNet-{depth}: {exc}") from exc
     return PoseModel(

@@ -33,7 +33,6 @@ y (down), from ``i0`` to ``i1``: ``i0[y, x] ~ i1[y + flow[..., 1], x + flow[...,
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -94,6 +93,14 @@ class TVL1Params:
         for name in ("warps", "inner_iterations", "outer_iterations"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+def _next_pow2(n: int) -> int:
+    """Smallest power of two >= n (n >= 1)."""
+    p = 1
+    while p < n:
+        p *= 2
+    return p
 
 
 # --------------------------------------------------------------------------------------
@@ -187,20 +194,22 @@ def _warp_bicubic(src: torch.Tensor, u1: torch.Tensor, u2: torch.Tensor) -> torc
     """Sample ``src`` [B, C, H, W] at (x + u1, y + u2); taps outside the image read 0.
 
     ``grid_sample``'s bicubic mode uses the same Keys kernel (a = -0.75) and zero padding
-    as OpenCV's ``remap(..., INTER_CUBIC, BORDER_CONSTANT)``; the sampling positions are
-    normalised in float64 so that they stay within ~1e-5 px of the float32 map.
-    Returns [B, C, H, W] float32.
+    as OpenCV's ``remap(..., INTER_CUBIC, BORDER_CONSTANT)``. To keep its normalised
+    coordinates exact, the image is zero-padded at the end to 2^k + 1 rows / columns, so
+    that normalising and un-normalising only scale by powers of two: integer positions
+    are hit exactly and others to within a few float32 ulps. Returns [B, C, H, W] float32.
     """
     _, _, h, w = src.shape
+    hp = _next_pow2(max(h - 1, 1)) + 1
+    wp = _next_pow2(max(w - 1, 1)) + 1
+    padded = F.pad(src, (0, wp - w, 0, hp - h))
     xs = torch.arange(w, device=src.device, dtype=src.dtype)
     ys = torch.arange(h, device=src.device, dtype=src.dtype)[:, None]
-    # OpenCV builds the map in float32 (x + u); beyond +-2 px of the image every tap is 0.
-    mx = torch.clamp(xs + u1, -3.0, w + 2.0).to(torch.float64)
-    my = torch.clamp(ys + u2, -3.0, h + 2.0).to(torch.float64)
-    grid = torch.stack(
-        [mx.mul_(2.0 / max(w - 1, 1)).sub_(1.0), my.mul_(2.0 / max(h - 1, 1)).sub_(1.0)], dim=-1
-    ).to(src.dtype)
-    return F.grid_sample(src, grid, mode="bicubic", padding_mode="zeros", align_corners=True)
+    # The map is x + u in float32, as OpenCV builds it; far outside, every tap reads 0.
+    gx = torch.clamp(xs + u1, -4.0, wp + 3.0) * (2.0 / (wp - 1)) - 1.0
+    gy = torch.clamp(ys + u2, -4.0, hp + 3.0) * (2.0 / (hp - 1)) - 1.0
+    grid = torch.stack([gx, gy], dim=-1)
+    return F.grid_sample(padded, grid, mode="bicubic", padding_mode="zeros", align_corners=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -227,13 +236,6 @@ def _merge_network(n_wires: int, block: int) -> list[tuple[int, int]]:
             _oddeven_merge(lo, 2 * size, 1, out)
         size *= 2
     return out
-
-
-def _next_pow2(n: int) -> int:
-    p = 1
-    while p < n:
-        p *= 2
-    return p
 
 
 Op = tuple[int, bool, int, int]  # (result id, is_max, operand id, operand id)
@@ -325,7 +327,6 @@ def _sort_program(n: int, ranks: Sequence[int]) -> _Program:
     return _prune_network(_merge_network(_next_pow2(n), 1), _next_pow2(n), range(n), ranks)
 
 
-@functools.lru_cache(maxsize=8)
 def _median_plan(k: int) -> tuple[_Program, _Program]:
     """Generic k x k median: sort each column (shared by k windows), then one merge network."""
     block = _next_pow2(k)
@@ -336,7 +337,6 @@ def _median_plan(k: int) -> tuple[_Program, _Program]:
     return _sort_program(k, ranks), select
 
 
-@functools.lru_cache(maxsize=1)
 def _median5_plan() -> tuple[_Program, _Program, _Program]:
     """5 x 5 median in stages that share work between neighbouring windows.
 
@@ -350,10 +350,21 @@ def _median5_plan() -> tuple[_Program, _Program, _Program]:
     return col, pair, quad
 
 
+# Built here, outside any torch.compile region (generating them takes well under 1 ms).
+_MEDIAN5_PLAN = _median5_plan()
+_MEDIAN_PLANS: dict[int, tuple[_Program, _Program]] = {}
+
+
+def _prepare_median(k: int) -> None:
+    """Build the network for a k x k median (k != 5) before it is used."""
+    if k > 1 and k != 5 and k not in _MEDIAN_PLANS:
+        _MEDIAN_PLANS[k] = _median_plan(k)
+
+
 def _median5(u: torch.Tensor) -> torch.Tensor:
     """Exact 5 x 5 median of [B, H, W] with replicated edges, about 90 min/max per pixel."""
     _, h, w = u.shape
-    col, pair, quad = _median5_plan()
+    col, pair, quad = _MEDIAN5_PLAN
     padded = _pad_replicate(u, 2)
     # Sorted columns of 5 rows: cols[r][:, y, c] is the rank r value of padded column c.
     cols = dict(zip(_used_ranks(pair, 5), col.run({i: padded[:, i : i + h] for i in range(5)})))
@@ -385,13 +396,11 @@ def _median_filter(u: torch.Tensor, k: int) -> torch.Tensor:
         return _median5(u)
     _, h, w = u.shape
     r = k // 2
-    col_sort, select = _median_plan(k)
+    col_sort, select = _MEDIAN_PLANS[k]
     padded = _pad_replicate(u, r)
     ranks = _used_ranks(select, k)
     sorted_cols = dict(zip(ranks, col_sort.run({i: padded[:, i : i + h] for i in range(k)})))
-    inputs = {
-        i: sorted_cols[i % k][:, :, i // k : i // k + w] for i in select.used_inputs
-    }
+    inputs = {i: sorted_cols[i % k][:, :, i // k : i // k + w] for i in select.used_inputs}
     return select.run(inputs)[0]
 
 
@@ -571,6 +580,7 @@ def _solve_level(
     duals = [torch.zeros_like(i0) for _ in range(2 * n_primal)]
     state = list(flow) + duals
     k = params.median_filtering
+    _prepare_median(k)
     for _ in range(params.warps):
         warped = kernels.call("warp", _warp_bicubic, images, state[0], state[1])
         i1w, i1wx, i1wy = warped.unbind(1)  # type: ignore[union-attr]
@@ -625,8 +635,9 @@ def tvl1_flow(
             ``params.use_initial_flow`` is true and rejected otherwise.
         compile: run the inner kernels through ``torch.compile`` (needs a C++ compiler on
             CPU, Triton on CUDA; the first calls pay the compilation). Falls back to eager
-            mode with a ``RuntimeWarning`` if compilation fails. Results agree with eager
-            mode to float32 rounding.
+            mode with a ``RuntimeWarning`` if compilation fails. Results differ from eager
+            mode only by float32 rounding (which the median filter can amplify, as it does
+            between OpenCV runs on inputs that differ by rounding).
 
     Returns:
         float32 tensor [B, H, W, 2] on the input's device: per pixel (dx, dy) in pixels,
@@ -700,10 +711,10 @@ class TVL1(torch.nn.Module):
     def __init__(self, params: TVL1Params | None = None, compile: bool = False) -> None:
         super().__init__()
         self.params = TVL1Params() if params is None else params
-        self.compile = compile
+        self.use_compile = compile
 
     def forward(
         self, i0: torch.Tensor, i1: torch.Tensor, initial_flow: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Flow [B, H, W, 2] float32 in pixels from ``i0`` to ``i1`` (both [B, H, W], 0..255)."""
-        return tvl1_flow(i0, i1, self.params, initial_flow, compile=self.compile)
+        return tvl1_flow(i0, i1, self.params, initial_flow, compile=self.use_compile)

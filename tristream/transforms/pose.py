@@ -103,12 +103,13 @@ def box_to_center_scale(
 
     Returns:
         ``centers [N, 2]`` (x, y) and ``scales [N, 2]`` (w, h), float64 frame pixels, with
-        ``w / h == aspect_ratio``.
+        ``w / h == aspect_ratio``. Box sides under 1 px count as 1 px.
     """
     boxes = _as_boxes(boxes)
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     w, h = x2 - x1, y2 - y1
     centers = np.stack([x1 + 0.5 * w, y1 + 0.5 * h], axis=1)
+    w, h = np.maximum(w, 1.0), np.maximum(h, 1.0)  # degenerate boxes: no singular transform
     wide = w > aspect_ratio * h
     h = np.where(wide, w / aspect_ratio, h)
     w = np.where(wide, w, h * aspect_ratio)
@@ -459,6 +460,15 @@ class PoseEstimator:
                 hm = 0.5 * (hm.float() + flip_back(hf.float(), self.flip_pairs, self.shift_heatmap))
         return hm.float()
 
+    def _stride(self, hm_hw) -> tuple[float, float]:
+        """(x, y) input pixels per heatmap pixel: the model's stride when the heatmap has
+        the matching size, else measured from the shapes (e.g. TorchScript models)."""
+        in_h, in_w = self.model.input_size
+        s = self.model.heatmap_stride
+        if tuple(hm_hw) == (in_h // s, in_w // s):
+            return float(s), float(s)
+        return in_w / hm_hw[1], in_h / hm_hw[0]
+
     def __call__(
         self, frames: np.ndarray | Sequence[np.ndarray], boxes: Sequence[np.ndarray]
     ) -> list[np.ndarray]:
@@ -491,7 +501,7 @@ class PoseEstimator:
         for s in range(0, total, self.batch_size):
             hm = self.heatmaps(all_crops[s : s + self.batch_size])
             coords, scores = decode_heatmaps(hm, self.decoder, **self.decoder_options)
-            stride = (in_w / hm.shape[-1], in_h / hm.shape[-2])
+            stride = self._stride(hm.shape[-2:])
             xy = heatmap_to_frame(coords.cpu().numpy(), all_inv[s : s + len(hm)], stride)
             out.append(np.concatenate([xy, scores.cpu().numpy()[..., None]], -1))
         kps = np.concatenate(out).astype(np.float32)
