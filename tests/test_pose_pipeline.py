@@ -135,3 +135,45 @@ def test_real_detector_finds_and_tracks_people_in_real_video(tmp_path, bikes, da
     np.testing.assert_allclose(rows[0]["boxes"][0, -1], rows[1]["boxes"][0, 0], atol=1e-4)
     manifest_json = json.loads((out / "manifest.json").read_text())
     assert manifest_json["metrics"]["persons"] >= 3
+
+
+def test_detector_pose_model_tracking_and_render_end_to_end(tmp_path, bikes, data_dir):
+    import torch
+
+    from tristream.models.pose_resnet import PoseResNet
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "pose_resnet_18.pth"
+    model = PoseResNet(depth=18)  # random weights ...
+    with torch.no_grad():
+        model.final_layer.bias.fill_(1.0)  # ... with confident (positive) heatmaps
+    torch.save(model.state_dict(), ckpt)  # official layout
+    manifest = _manifest(tmp_path / "m.csv", [[bikes, "man", "", 1.4, 1.8]])
+    detector = str(data_dir / "models" / "yolox_nano_416x416.onnx")
+    out = tmp_path / "out"
+    args = ["run", "--manifest", manifest, "--output", str(out), "--short-side", "128",
+            "--max-frames", "6", "--detector", detector, "--pose-model", str(ckpt),
+            "--pose-decoder", "argmax", "--render", "dots,coarse,uniform,black"]  # fmt: skip
+    status = main(args)
+    assert status == 0
+    rows = sorted(read_rows(out), key=lambda r: r["segment"])
+    assert [r["num_frames"] for r in rows] == [6, 5]
+    for r in rows:
+        kps, boxes = r["keypoints"], r["boxes"]
+        m = r["num_persons"]
+        assert m >= 1 and kps.shape == (m, r["num_frames"], 17, 3)
+        present = boxes[..., 4] > 0
+        assert np.all(kps[present][..., 2] > 0) and np.all(kps[~present][..., 2] == 0)
+        # Random weights put joints anywhere, but always inside the person's crop:
+        # the box enlarged 1.25 times (at the model's 4:3 aspect) around its centre.
+        b = boxes[present]
+        cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+        half = 1.25 * np.maximum(b[:, 2] - b[:, 0], (b[:, 3] - b[:, 1]) * 0.75) / 2 + 2
+        xy = kps[present][..., :2]
+        assert np.all(np.abs(xy[..., 0] - cx[:, None]) <= half[:, None])
+        assert np.all(np.abs(xy[..., 1] - cy[:, None]) <= half[:, None] * 4 / 3)
+        # Black background: the pose frames are dark except around joints.
+        assert r["pose"].shape == r["rgb"].shape
+        assert np.median(r["pose"]) < 10 and r["pose"].max() > 100
+    assert rows[0]["meta"]["render"] == "dots,coarse,uniform,black"
+    np.testing.assert_allclose(rows[0]["keypoints"][0, -1], rows[1]["keypoints"][0, 0], atol=1e-3)
