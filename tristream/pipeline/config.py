@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field
 
 from tristream import __version__
+from tristream.pipeline.cache import content_hash
 from tristream.shards.codec import FLOW_ENCODINGS, JPEG_QUALITY
 from tristream.shards.schema import SCHEMA_VERSION
 from tristream.transforms.flow import BACKENDS, tvl1_params
@@ -165,10 +166,4 @@ class RunConfig:
 
 def _file_id(path: str | None) -> str | None:
     """A model or annotation file by content (SHA-256), so the cache key follows the file."""
-    if not path:
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return content_hash(path) if path else None
