@@ -479,7 +479,8 @@ class PoseEstimator:
             boxes: B float arrays ``[N_b, 4 or 5]`` (x1, y1, x2, y2[, score]) frame pixels.
 
         Returns:
-            B float32 arrays ``[N_b, K, 3]``: (x, y) frame pixels and the heatmap score.
+            B float32 arrays ``[N_b, K, 3]``: (x, y) frame pixels and the heatmap score
+            (the peak's height, negatives clipped to 0).
         """
         if len(frames) != len(boxes):
             raise ValueError(f"got {len(frames)} frames but {len(boxes)} box arrays")
@@ -503,6 +504,9 @@ class PoseEstimator:
             coords, scores = decode_heatmaps(hm, self.decoder, **self.decoder_options)
             stride = self._stride(hm.shape[-2:])
             xy = heatmap_to_frame(coords.cpu().numpy(), all_inv[s : s + len(hm)], stride)
-            out.append(np.concatenate([xy, scores.cpu().numpy()[..., None]], -1))
+            # A heatmap peak below zero is no evidence at all: score 0, which the
+            # shard contract reads as "not seen".
+            score = np.clip(scores.cpu().numpy(), 0.0, None)[..., None]
+            out.append(np.concatenate([xy, score], -1))
         kps = np.concatenate(out).astype(np.float32)
         return np.split(kps, np.cumsum(counts)[:-1])
