@@ -49,3 +49,18 @@ def test_parameters_reach_opencv_and_are_checked():
     with pytest.raises(ValueError, match="unknown flow backend"):
         compute_flow(frames, backend="farneback")
     assert "opencv" in BACKENDS
+
+
+def test_torch_backend_matches_opencv_on_real_frames_and_falls_back_to_cpu(bikes, caplog):
+    from tristream.transforms.decode import decode_video
+
+    frames = decode_video(bikes, short_side=48, start=2.0, end=2.2)  # 5 frames, 4 pairs
+    ref = compute_flow(frames, backend="opencv")
+    with caplog.at_level("WARNING"):
+        got = compute_flow(frames, backend="torch", device="cuda", batch_size=3)
+    assert got.shape == ref.shape and got.dtype == np.float32
+    assert np.linalg.norm(got - ref, axis=-1).mean() < 0.05
+    import torch
+
+    if not torch.cuda.is_available():
+        assert "using the CPU" in caplog.text

@@ -217,3 +217,19 @@ def test_cli_exit_codes_and_flow_none(tmp_path, carphone):
         "train-00001-of-00002.parquet",
     ]
     assert [r["video_id"] for r in read_rows(out)] == ["good"]
+
+
+def test_flow_torch_backend_in_the_pipeline(tmp_path, carphone):
+    rows = {}
+    for backend in ("opencv", "torch"):
+        out = tmp_path / backend
+        args = ["run", "--input", carphone, "--output", str(out), "--short-side", "32",
+                "--max-frames", "10", "--flow", backend, "--flow-batch-size", "4",
+                "--device", "auto"]  # fmt: skip
+        assert main(args) == 0
+        rows[backend] = sorted(read_rows(out), key=lambda r: r["segment"])
+        assert rows[backend][0]["meta"]["flow_backend"] == backend
+    assert len(rows["torch"]) == len(rows["opencv"]) == 11  # 100 frames in segments of 10
+    for a, b in zip(rows["opencv"], rows["torch"]):
+        assert np.array_equal(a["rgb"], b["rgb"])
+        assert np.linalg.norm(a["flow"] - b["flow"], axis=-1).mean() < 0.1

@@ -23,8 +23,14 @@ described by Sanchez, Meinhardt-Llopis and Facciolo (IPOL 2013), with the choice
 
 Everything runs as batched tensor operations on the input's device (CPU or CUDA); the
 stopping rule is applied per pair, so a pair that has converged inside a batch stops
-changing while the others continue, and a pair gives the same flow alone or in a batch.
-Only ``torch`` is needed (no OpenCV, no Apache Beam).
+changing while the others continue, and a pair gives the same flow (to float rounding)
+alone or in a batch. Only ``torch`` is needed (no OpenCV, no Apache Beam).
+
+Agreement with OpenCV is to float rounding in each step; the median filter and the
+thresholding can amplify rounding differences, so the flows differ by a mean end-point
+error of about 0.01 px on real frames (OpenCV differs from itself by as much when its
+input changes by 1e-4 grey levels); see ``benchmarks/RESULTS_flow.md``. On CPU, eager mode
+is fastest at small batches (1-8 pairs of 256x340); large batches suit GPUs.
 
 Units: images are grayscale intensities on the 0..255 scale (OpenCV's 8-bit input
 converted to float); flow is in pixels of the input, channel 0 = x (right), channel 1 =
@@ -396,6 +402,7 @@ def _median_filter(u: torch.Tensor, k: int) -> torch.Tensor:
         return _median5(u)
     _, h, w = u.shape
     r = k // 2
+    _prepare_median(k)
     col_sort, select = _MEDIAN_PLANS[k]
     padded = _pad_replicate(u, r)
     ranks = _used_ranks(select, k)
@@ -531,20 +538,6 @@ _KERNELS = {False: _Kernels(False), True: _Kernels(True)}
 # Solver
 
 
-def _gather(tensors: Sequence[torch.Tensor], idx: torch.Tensor | None) -> list[torch.Tensor]:
-    if idx is None:
-        return list(tensors)
-    return [t.index_select(0, idx) for t in tensors]
-
-
-def _scatter(
-    full: Sequence[torch.Tensor], part: Sequence[torch.Tensor], idx: torch.Tensor | None
-) -> list[torch.Tensor]:
-    if idx is None:
-        return list(part)
-    return [f.index_copy(0, idx, p) for f, p in zip(full, part)]
-
-
 def _solve_level(
     i0: torch.Tensor,
     i1: torch.Tensor,
@@ -578,7 +571,7 @@ def _solve_level(
     i1x, i1y = _centered_gradient(i1)
     images = torch.stack([i1, i1x, i1y], dim=1)
     duals = [torch.zeros_like(i0) for _ in range(2 * n_primal)]
-    state = list(flow) + duals
+    state = list(flow) + duals  # u1, u2, (u3), p11, p12, p21, p22, (p31, p32): [B, H, W]
     k = params.median_filtering
     _prepare_median(k)
     for _ in range(params.warps):
@@ -588,32 +581,84 @@ def _solve_level(
         neg_inv_grad = torch.where(grad > _FLT_EPSILON, -1.0 / grad, -1e30)
         rho_c = i1w - i1wx * state[0] - i1wy * state[1] - i0
         consts = [i1wx, i1wy, neg_inv_grad, rho_c]
-        active = list(range(b))  # pairs whose last update was above the threshold
+        # Pairs whose last update was above the threshold; the others are done with
+        # this warping (OpenCV's stopping rule, per pair).
+        active = list(range(b))
         for _ in range(params.outer_iterations):
             if not active:
                 break
-            idx = None if len(active) == b else torch.tensor(active, device=i0.device)
-            sub = _gather(state, idx)
-            sub_consts = _gather(consts, idx)
-            if k > 1:
-                for c in range(2):
-                    sub[c] = kernels.call(f"median{k}", _median_filter, sub[c], k)
-            for _ in range(params.inner_iterations):
-                *new, error = iterate(sub, sub_consts)
-                sub = list(new)
-                keep = (error > scaled_eps).tolist()
-                if all(keep):
-                    continue
-                state = _scatter(state, sub, idx)
-                active = [p for p, kp in zip(active, keep) if kp]
-                if not active:
-                    break
-                idx = torch.tensor(active, device=i0.device)
-                sub = _gather(state, idx)
-                sub_consts = _gather(consts, idx)
-            else:
-                state = _scatter(state, sub, idx)
+            state = _outer_iteration(state, consts, active, k, scaled_eps, iterate, kernels, params)
     return state[:n_primal]
+
+
+def _outer_iteration(
+    state: list[torch.Tensor],
+    consts: list[torch.Tensor],
+    active: list[int],
+    k: int,
+    scaled_eps: float,
+    iterate: Callable[[list[torch.Tensor], list[torch.Tensor]], tuple],
+    kernels: _Kernels,
+    params: TVL1Params,
+) -> list[torch.Tensor]:
+    """Median filter + up to ``inner_iterations`` iterations for the ``active`` pairs.
+
+    Works on a sub-batch of the active pairs. A pair that converges has its state written
+    back at once and is dropped from ``active`` (in place); it stays in the sub-batch,
+    frozen in the result, until at most half of the sub-batch is still active, when the
+    sub-batch is compacted. Returns the updated full state.
+    """
+    b = state[0].shape[0]
+    device = state[0].device
+    rows = list(active)  # pair index of each sub-batch row
+    if len(rows) == b:
+        sub, sub_consts = list(state), list(consts)
+    else:
+        idx = torch.tensor(rows, device=device)
+        sub = [t.index_select(0, idx) for t in state]
+        sub_consts = [t.index_select(0, idx) for t in consts]
+    live = [True] * len(rows)
+    if k > 1:
+        for c in range(2):
+            sub[c] = kernels.call(f"median{k}", _median_filter, sub[c], k)
+    written = False  # whether ``state`` may now be modified in place
+    for _ in range(params.inner_iterations):
+        *new, error = iterate(sub, sub_consts)
+        sub = list(new)
+        keep = (error > scaled_eps).tolist()
+        done = [r for r, (lv, kp) in enumerate(zip(live, keep)) if lv and not kp]
+        if not done:
+            continue
+        if not written:
+            state = [t.clone() for t in state]
+            written = True
+        local = torch.tensor(done, device=device)
+        pairs = torch.tensor([rows[r] for r in done], device=device)
+        for full, part in zip(state, sub):
+            full.index_copy_(0, pairs, part.index_select(0, local))
+        for r in done:
+            live[r] = False
+            active.remove(rows[r])
+        n_live = sum(live)
+        if n_live == 0:
+            return state
+        if 2 * n_live <= len(rows):
+            keep_rows = [r for r, lv in enumerate(live) if lv]
+            local = torch.tensor(keep_rows, device=device)
+            sub = [t.index_select(0, local) for t in sub]
+            sub_consts = [t.index_select(0, local) for t in sub_consts]
+            rows = [rows[r] for r in keep_rows]
+            live = [True] * len(rows)
+    if all(live) and len(rows) == b:
+        return sub
+    if not written:
+        state = [t.clone() for t in state]
+    keep_rows = [r for r, lv in enumerate(live) if lv]
+    local = torch.tensor(keep_rows, device=device)
+    pairs = torch.tensor([rows[r] for r in keep_rows], device=device)
+    for full, part in zip(state, sub):
+        full.index_copy_(0, pairs, part.index_select(0, local))
+    return state
 
 
 def tvl1_flow(

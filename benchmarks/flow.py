@@ -1,0 +1,314 @@
+"""Benchmark and accuracy check: batched torch TV-L1 vs OpenCV DualTVL1.
+
+Runs OpenCV contrib's ``DualTVL1OpticalFlow`` (default parameters) and
+``tristream.models.tvl1.tvl1_flow`` on real consecutive frames of the sample videos
+(grayscale, resized to the requested size, 256x340 by default) and prints markdown tables:
+
+* speed: pairs/s of torch for each batch size, OpenCV pairs/s on the same pairs (one
+  ``calc`` per pair, ``cv2.setNumThreads`` = ``torch.set_num_threads``), their ratio, and
+  on CUDA the peak GPU memory per pair (``torch.cuda.max_memory_allocated``);
+* accuracy: mean end-point error (EPE, px) torch vs OpenCV on real pairs, the share of
+  uint8-quantised flow values (q = round(255 * (clip(f, -20, 20) + 20) / 40)) within one
+  level of OpenCV's, and EPE against ground truth for both solvers on
+  ``skimage.data.stereo_motorcycle`` (u = -disparity, downscaled) and on synthetic smooth
+  warps (up to +-10 px) of real frames.
+
+Usage::
+
+    python benchmarks/flow.py [--sizes 256x340] [--batch-sizes 1,2,4,8,16,32,64]
+        [--device cpu|cuda] [--pairs N] [--threads T] [--compile off|on|both]
+
+Data: ``$TRISTREAM_DATA/videos/{bikes,carphone_pristine}.mp4`` (default
+``<repo>/../shared/data``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tristream.models.tvl1 import TVL1Params, tvl1_flow  # noqa: E402
+
+DATA = Path(os.environ.get("TRISTREAM_DATA", REPO.parent / "shared" / "data"))
+VIDEOS = ("bikes.mp4", "carphone_pristine.mp4")
+
+
+# ------------------------------------------------------------------------------------------
+# data
+
+
+def read_gray_frames(path: Path, size: tuple[int, int], limit: int) -> list[np.ndarray]:
+    """Up to ``limit`` frames of a video as uint8 grayscale, resized (bilinear) to (h, w)."""
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while len(frames) < limit:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+    cap.release()
+    if len(frames) < 2:
+        raise RuntimeError(f"could not decode frames from {path}")
+    return frames
+
+
+def real_pairs(size: tuple[int, int], count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``count`` consecutive-frame pairs, alternating between the sample videos."""
+    per_video = count // len(VIDEOS) + 2
+    videos = [read_gray_frames(DATA / "videos" / v, size, per_video + 1) for v in VIDEOS]
+    pairs = []
+    i = 0
+    while len(pairs) < count:
+        frames = videos[i % len(videos)]
+        k = (i // len(videos)) % (len(frames) - 1)
+        pairs.append((frames[k], frames[k + 1]))
+        i += 1
+    return pairs
+
+
+def smooth_flow(h: int, w: int, max_px: float, rng: np.random.Generator) -> np.ndarray:
+    """A smooth random flow field [h, w, 2] (sum of low-frequency waves), |components| <= max_px."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    flow = np.zeros((h, w, 2))
+    for c in range(2):
+        for _ in range(4):
+            fx, fy = rng.uniform(0.3, 1.5, size=2) * 2 * np.pi / np.array([w, h])
+            phase = rng.uniform(0, 2 * np.pi)
+            flow[..., c] += rng.uniform(0.5, 1.0) * np.sin(fx * xx + fy * yy + phase)
+        flow[..., c] *= max_px / np.abs(flow[..., c]).max()
+    return flow.astype(np.float32)
+
+
+def synthetic_pairs(size: tuple[int, int], count: int, max_px: float = 10.0):
+    """(i0, i1, gt_flow, valid) with i0(x) = i1(x + gt(x)), i1 a real frame."""
+    rng = np.random.default_rng(0)
+    frames = [f for v in VIDEOS for f in read_gray_frames(DATA / "videos" / v, size, 40)[::13]]
+    out = []
+    h, w = size
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    for k in range(count):
+        i1 = frames[k % len(frames)]
+        gt = smooth_flow(h, w, max_px, rng)
+        mx, my = xs + gt[..., 0], ys + gt[..., 1]
+        i0 = cv2.remap(i1, mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        valid = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
+        out.append((i0, i1, gt, valid))
+    return out
+
+
+def stereo_pair(short_side: int):
+    """skimage stereo_motorcycle (left -> right), grayscale, downscaled; gt u = -disparity."""
+    from skimage import data
+
+    left, right, disp = data.stereo_motorcycle()
+    h, w = disp.shape
+    scale = short_side / min(h, w)
+    size = (round(w * scale), round(h * scale))
+    i0 = cv2.cvtColor(cv2.resize(left, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    i1 = cv2.cvtColor(cv2.resize(right, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    valid_full = np.isfinite(disp)
+    d = np.where(valid_full, disp, 0).astype(np.float32)
+    # Area-average the valid disparities, keep pixels whose whole footprint is valid.
+    num = cv2.resize(d, size, interpolation=cv2.INTER_AREA)
+    den = cv2.resize(valid_full.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    valid = den > 0.999
+    gt = np.zeros((size[1], size[0], 2), np.float32)
+    gt[..., 0] = -np.where(valid, num / np.maximum(den, 1e-6), 0) * scale
+    return i0, i1, gt, valid, scale
+
+
+# ------------------------------------------------------------------------------------------
+# solvers
+
+
+def opencv_flow(i0: np.ndarray, i1: np.ndarray) -> np.ndarray:
+    return cv2.optflow.DualTVL1OpticalFlow_create().calc(i0, i1, None)
+
+
+def torch_flow(pairs, device: str, compile: bool, params: TVL1Params | None = None):
+    a = torch.from_numpy(np.stack([p[0] for p in pairs])).to(device=device, dtype=torch.float32)
+    b = torch.from_numpy(np.stack([p[1] for p in pairs])).to(device=device, dtype=torch.float32)
+    out = tvl1_flow(a, b, params, compile=compile)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return out.cpu().numpy()
+
+
+def epe(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    e = np.linalg.norm(a - b, axis=-1)
+    return float(e[mask].mean() if mask is not None else e.mean())
+
+
+def quantise(f: np.ndarray) -> np.ndarray:
+    return np.round(255.0 * (np.clip(f, -20.0, 20.0) + 20.0) / 40.0)
+
+
+# ------------------------------------------------------------------------------------------
+# runs
+
+
+def bench_speed(args, size, compile: bool, n_threads: int, rows: list[str]) -> None:
+    device = args.device
+    warm = real_pairs(size, 2)
+    t0 = time.perf_counter()
+    torch_flow(warm[:1], device, compile)  # warm-up (and compilation) on batch size 1
+    torch_flow(warm[:2], device, compile)
+    warm_s = time.perf_counter() - t0
+    label = "torch.compile" if compile else "eager"
+    print(f"# {label}: warm-up {warm_s:.1f} s", file=sys.stderr)
+    for bs in args.batch_sizes:
+        n = max(bs, args.pairs)
+        n = -(-n // bs) * bs  # whole batches
+        pairs = real_pairs(size, n)
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        for s in range(0, n, bs):
+            torch_flow(pairs[s : s + bs], device, compile)
+        t_torch = time.perf_counter() - t0
+        mem = ""
+        if device.startswith("cuda"):
+            mem = f"{torch.cuda.max_memory_allocated() / bs / 2**20:.0f}"
+        n_cv = min(n, args.cv_pairs)
+        t0 = time.perf_counter()
+        for i0, i1 in pairs[:n_cv]:
+            opencv_flow(i0, i1)
+        t_cv = time.perf_counter() - t0
+        tp, cp = n / t_torch, n_cv / t_cv
+        rows.append(
+            f"| {size[0]}x{size[1]} | {n_threads} | {label} | {bs} | {n} | {tp:.2f} | {cp:.2f} | "
+            f"{tp / cp:.2f} | {mem or 'n/a'} |"
+        )
+        print(rows[-1], file=sys.stderr)
+
+
+def perturbed(img: np.ndarray, rng: np.random.Generator, sigma: float = 1e-4) -> np.ndarray:
+    """The frame as OpenCV's float input (0..1), with N(0, sigma) grey levels of noise."""
+    return ((img + rng.normal(0.0, sigma, img.shape)) / 255.0).astype(np.float32)
+
+
+def accuracy_row(name: str, pairs, got, gts=None) -> str:
+    """One table row: torch vs OpenCV, OpenCV's own noise floor, and both against GT."""
+    rng = np.random.default_rng(0)
+    ref = [opencv_flow(a, b) for a, b in pairs]
+    # Noise floor: OpenCV against itself when its input moves by ~1e-4 grey levels.
+    floor = [opencv_flow(perturbed(a, rng), (b / 255.0).astype(np.float32)) for a, b in pairs]
+    e = [epe(g, r) for g, r in zip(got, ref)]
+    w = [np.mean(np.abs(quantise(g) - quantise(r)) <= 1) for g, r in zip(got, ref)]
+    e0 = [epe(f, r) for f, r in zip(floor, ref)]
+    w0 = [np.mean(np.abs(quantise(f) - quantise(r)) <= 1) for f, r in zip(floor, ref)]
+    gt_cv = gt_t = "-"
+    if gts is not None:
+        cv_err = np.mean([epe(r, gt, m) for r, (gt, m) in zip(ref, gts)])
+        t_err = np.mean([epe(g, gt, m) for g, (gt, m) in zip(got, gts)])
+        gt_cv, gt_t = f"{cv_err:.3f}", f"{t_err:.3f} ({100 * (t_err / cv_err - 1):+.1f}%)"
+    return (
+        f"| {name} | {np.mean(e):.4f} (max {np.max(e):.4f}) | {100 * np.mean(w):.2f}% "
+        f"(min {100 * np.min(w):.2f}%) | {np.mean(e0):.4f} | {100 * np.mean(w0):.2f}% | "
+        f"{gt_cv} | {gt_t} |"
+    )
+
+
+def bench_accuracy(args, rows: list[str]) -> None:
+    device = args.device
+    size = (256, 340)
+    pairs = real_pairs(size, args.accuracy_pairs)
+    got = torch_flow(pairs, device, False)
+    rows.append(
+        accuracy_row(f"real consecutive frames {size[0]}x{size[1]}, {len(pairs)} pairs", pairs, got)
+    )
+    print(rows[-1], file=sys.stderr)
+    for short in args.stereo_sides:
+        i0, i1, gt, valid, scale = stereo_pair(short)
+        got = torch_flow([(i0, i1)], device, False)
+        name = f"stereo_motorcycle {i0.shape[0]}x{i0.shape[1]} (downscaled x{scale:.3f})"
+        rows.append(accuracy_row(name, [(i0, i1)], got, [(gt, valid)]))
+        print(rows[-1], file=sys.stderr)
+    syn = synthetic_pairs(size, args.synthetic_pairs)
+    got = torch_flow([(a, b) for a, b, _, _ in syn], device, False)
+    name = f"synthetic smooth warps <= 10 px {size[0]}x{size[1]}, {len(syn)} pairs"
+    rows.append(
+        accuracy_row(name, [(a, b) for a, b, _, _ in syn], got, [(gt, m) for _, _, gt, m in syn])
+    )
+    print(rows[-1], file=sys.stderr)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    h, w = text.lower().split("x")
+    return int(h), int(w)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="256x340", help="comma-separated HxW frame sizes")
+    ap.add_argument("--batch-sizes", default="1,2,4,8,16,32,64")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--pairs", type=int, default=8, help="min. pairs timed per batch size")
+    ap.add_argument("--cv-pairs", type=int, default=8, help="max. pairs timed for OpenCV per row")
+    ap.add_argument(
+        "--threads",
+        default=str(torch.get_num_threads()),
+        help="comma-separated thread counts (torch.set_num_threads = cv2.setNumThreads)",
+    )
+    ap.add_argument("--compile", default="off", choices=["off", "on", "both"])
+    ap.add_argument("--accuracy-pairs", type=int, default=8)
+    ap.add_argument("--synthetic-pairs", type=int, default=4)
+    ap.add_argument("--stereo-sides", default="256,128", help="stereo short sides (px)")
+    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--skip-accuracy", action="store_true")
+    args = ap.parse_args(argv)
+    args.batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
+    args.stereo_sides = [int(s) for s in args.stereo_sides.split(",") if s]
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda but torch.cuda.is_available() is False")
+    threads = [int(t) for t in args.threads.split(",") if t]
+
+    gpu = torch.cuda.get_device_name() if args.device == "cuda" else "none"
+    print(
+        f"torch {torch.__version__}, OpenCV {cv2.__version__}, {platform.processor() or 'cpu'}, "
+        f"{os.cpu_count()} logical CPUs, threads={threads} (torch and OpenCV), "
+        f"device={args.device} ({gpu})\n"
+    )
+    if not args.skip_speed:
+        rows: list[str] = []
+        modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+        for n_threads in threads:
+            torch.set_num_threads(n_threads)
+            cv2.setNumThreads(n_threads)
+            for size in (parse_size(s) for s in args.sizes.split(",")):
+                for compile in modes:
+                    bench_speed(args, size, compile, n_threads, rows)
+        print(
+            "| size | threads | torch mode | batch | pairs | torch pairs/s | OpenCV pairs/s | "
+            "torch/OpenCV | peak GPU MiB/pair |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("\n".join(rows) + "\n")
+    if not args.skip_accuracy:
+        torch.set_num_threads(threads[-1])
+        cv2.setNumThreads(threads[-1])
+        rows = []
+        bench_accuracy(args, rows)
+        print(
+            "| data | EPE torch vs OpenCV (px) | uint8 within 1 level of OpenCV | "
+            "noise floor: EPE OpenCV vs OpenCV, input +-1e-4 grey (px) | "
+            "noise floor: within 1 level | EPE vs GT OpenCV (px) | EPE vs GT torch (px) |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
