@@ -199,7 +199,7 @@ def test_stereo_motorcycle_against_ground_truth_and_opencv() -> None:
     assert e_torch < 1.5, (e_torch, e_cv)
     assert e_torch <= 1.05 * e_cv, (e_torch, e_cv)
     # Measured 0.051 px; OpenCV itself moves by as much when its input changes by float
-    # rounding (see benchmarks/RESULTS_flow.md), so this bounds the noise floor.
+    # rounding (see benchmarks/RESULTS.md), so this bounds the noise floor.
     assert _epe(got, ref) < 0.1
 
 

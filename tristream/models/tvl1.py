@@ -29,7 +29,7 @@ alone or in a batch. Only ``torch`` is needed (no OpenCV, no Apache Beam).
 Agreement with OpenCV is to float rounding in each step; the median filter and the
 thresholding can amplify rounding differences, so the flows differ by a mean end-point
 error of about 0.01 px on real frames (OpenCV differs from itself by as much when its
-input changes by 1e-4 grey levels); see ``benchmarks/RESULTS_flow.md``. On CPU, eager mode
+input changes by 1e-4 grey levels); see ``benchmarks/RESULTS.md``. On CPU, eager mode
 is fastest at small batches (1-8 pairs of 256x340); large batches suit GPUs.
 
 Units: images are grayscale intensities on the 0..255 scale (OpenCV's 8-bit input
