@@ -190,7 +190,7 @@ def test_segments_join_into_the_whole_video(result, bikes):
     assert np.abs(rgb.astype(float) - jpeg_round_trip(ref)).mean() < 0.5
 
 
-def test_cli_exit_codes_and_flow_none(tmp_path, carphone):
+def test_cli_exit_codes_and_flow_none(tmp_path, carphone, capsys):
     folder = tmp_path / "in"
     folder.mkdir()
     os.symlink(carphone, folder / "good.mp4")
@@ -199,6 +199,9 @@ def test_cli_exit_codes_and_flow_none(tmp_path, carphone):
     args = ["run", "--input", str(folder), "--output", str(out), "--flow", "none",
             "--short-side", "32", "--format", "tfrecord", "--workers", "1"]  # fmt: skip
     assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "1 of 2 videos written, 1 failed" in printed and "counters: " in printed
+    assert "FAILED text at probe" in printed
     assert main([*args, "--fail-on-error"]) == 1
     rows = list(read_rows(out))
     assert [r["video_id"] for r in rows] == ["good"]

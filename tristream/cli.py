@@ -155,6 +155,8 @@ def summary(manifest: dict, failures: list[dict], output: str) -> str:
             lines.append(
                 f"  {f['path']}: {s['rows']} rows, {s['frames']} frames, {f['bytes'] / 1e6:.1f} MB"
             )
+    if manifest.get("metrics"):
+        lines.append("counters: " + ", ".join(f"{k} {v}" for k, v in manifest["metrics"].items()))
     for f in failures:
         lines.append(f"  FAILED {f['video_id']} at {f['stage']}: {f['error']}")
     return "\n".join(lines)
