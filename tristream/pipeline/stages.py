@@ -19,6 +19,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
+from apache_beam.utils import shared
 
 from tristream.pipeline import cache, progress
 from tristream.pipeline.config import RunConfig
@@ -225,23 +226,10 @@ class FlowFn(_Stage):
         return replace(work, flow=flow)
 
 
-class PoseFn(_Stage):
-    """Adds person tracks: detector + top-down pose + flow tracking, or imported skeletons.
+class _PersonModels:
+    """The detector, pose estimator and imported skeletons of one run (loaded once)."""
 
-    Models and annotation files load once per worker (``setup``). A video's
-    segments reach one instance in order (they are fused behind its decode),
-    so one :class:`FlowTracker` per video keeps track ids across segments.
-    """
-
-    stage = "pose"
-
-    def __init__(self, config: RunConfig):
-        super().__init__(config)
-        self.persons = Metrics.counter(NAMESPACE, "persons")
-
-    def setup(self) -> None:
-        c = self.config
-        self.trackers: dict[str, FlowTracker] = {}
+    def __init__(self, c: RunConfig):
         self.skeletons = load_skeletons(c.skeletons) if c.skeletons else None
         self.detector = self.estimator = None
         if c.detector:
@@ -257,6 +245,35 @@ class PoseFn(_Stage):
 
             model = load_pose_model(c.pose_model, device=c.device)
             self.estimator = PoseEstimator(model, decoder=c.pose_decoder, flip_test=c.flip_test)
+
+
+class PoseFn(_Stage):
+    """Adds person tracks: detector + top-down pose + flow tracking, or imported skeletons.
+
+    Models and annotation files load once per worker process: the DoFn
+    instances of its threads share them through Beam's ``Shared`` handle
+    (onnxruntime sessions and torch modules in eval mode are safe to call from
+    several threads). A video's segments reach one instance in order (they are
+    fused behind its decode), so one :class:`FlowTracker` per video keeps track
+    ids across segments.
+    """
+
+    stage = "pose"
+
+    def __init__(self, config: RunConfig):
+        super().__init__(config)
+        self.persons = Metrics.counter(NAMESPACE, "persons")
+        self._shared = shared.Shared()
+
+    def setup(self) -> None:
+        self.trackers: dict[str, FlowTracker] = {}
+        models = self._shared.acquire(lambda: _PersonModels(self.config))
+        self.models = models  # keeps the shared object alive while this instance lives
+        self.skeletons, self.detector, self.estimator = (
+            models.skeletons,
+            models.detector,
+            models.estimator,
+        )
 
     def process(self, work):
         if isinstance(work, Failure):
