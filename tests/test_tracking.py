@@ -16,15 +16,14 @@ import numpy as np
 import pytest
 from skimage import data
 
+from tristream.models.common import box_iou, nms
 from tristream.transforms.flow import compute_flow
 from tristream.transforms.tracking import (
     OKS_SIGMAS,
     FlowTracker,
     PersonTracks,
-    box_iou,
     joints_box,
     median_flow_shift,
-    nms,
     oks,
     propagate_points,
 )
@@ -202,9 +201,9 @@ def test_oks_iou_and_nms_on_hand_computed_values():
     assert box_iou(a, np.zeros((0, 4))).shape == (2, 0)
 
     boxes = np.array([[0, 0, 10, 10, 0.5], [1, 0, 11, 10, 0.9], [20, 20, 30, 30, 0.7]])
-    assert nms(boxes, 0.5).tolist() == [1, 2]
-    assert nms(boxes, 0.9).tolist() == [1, 2, 0]
-    assert nms(np.zeros((0, 5)), 0.5).tolist() == []
+    assert nms(boxes, boxes[:, 4], 0.5).tolist() == [1, 2]
+    assert nms(boxes, boxes[:, 4], 0.9).tolist() == [1, 2, 0]
+    assert nms(np.zeros((0, 4)), np.zeros(0), 0.5).tolist() == []
 
 
 def test_propagation_helpers_follow_a_flow_field():

@@ -37,6 +37,7 @@ dimension takes ``batch_size`` frames per run.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,7 +45,10 @@ import cv2
 import numpy as np
 import torch
 
-from tristream.models.pose_resnet import is_torchscript_archive, resolve_device
+from tristream.models.common import nms, resolve_device
+from tristream.models.pose_resnet import is_torchscript_archive
+
+LOG = logging.getLogger(__name__)
 
 __all__ = [
     "YoloxOnnxDetector",
@@ -126,34 +130,6 @@ def decode_yolox(
     return out
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy non-maximum suppression.
-
-    Args:
-        boxes: ``[N, 4]`` (x1, y1, x2, y2).
-        scores: ``[N]``.
-        iou_threshold: a box whose IoU with a kept, higher-scoring box exceeds this is dropped.
-
-    Returns:
-        int64 indices of the kept boxes, by decreasing score.
-    """
-    boxes = np.asarray(boxes, dtype=np.float64)
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    x1, y1, x2, y2 = boxes.T
-    areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    keep = []
-    while order.size:
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        iw = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
-        ih = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
-        inter = iw * ih
-        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-12)
-        order = rest[iou <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)
-
-
 def _finish(
     boxes: np.ndarray,
     scores: np.ndarray,
@@ -217,9 +193,12 @@ class YoloxOnnxDetector:
         dev = str(device)
         use_cuda = dev.startswith("cuda") or dev == "auto"
         if dev.startswith("cuda") and "CUDAExecutionProvider" not in available:
-            raise RuntimeError(
-                f"device {device!r} requested but onnxruntime has no CUDAExecutionProvider "
-                f"(available: {available}); install onnxruntime-gpu or use device='cpu'"
+            # The same policy as every other model (models.common.resolve_device).
+            LOG.warning(
+                "device %r asked for but onnxruntime has no CUDAExecutionProvider (available: "
+                "%s; install onnxruntime-gpu); the detector runs on the CPU",
+                device,
+                available,
             )
         providers: list = ["CPUExecutionProvider"]
         if use_cuda and "CUDAExecutionProvider" in available:

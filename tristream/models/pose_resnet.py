@@ -39,6 +39,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tristream.models import common
+
 __all__ = [
     "BasicBlock",
     "Bottleneck",
@@ -59,13 +61,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as ``torch.device``."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
-    return dev
+    """:func:`tristream.models.common.resolve_device` as a ``torch.device``."""
+    return torch.device(common.resolve_device(device))
 
 
 # ------------------------------------------------------------------------------------------

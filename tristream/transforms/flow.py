@@ -82,6 +82,7 @@ def _torch_flow(
 ) -> np.ndarray:
     import torch
 
+    from tristream.models.common import resolve_device
     from tristream.models.tvl1 import TVL1Params, tvl1_flow
 
     dev = resolve_device(device)
@@ -93,26 +94,6 @@ def _torch_flow(
             e = min(b + batch_size, len(gray) - 1)
             out[b:e] = tvl1_flow(frames[b:e], frames[b + 1 : e + 1], p).cpu().numpy()
     return out
-
-
-def resolve_device(device: str = "auto") -> str:
-    """Map ``auto`` / ``cuda`` / ``cpu`` (or ``cuda:N``) to a torch device that exists.
-
-    ``auto`` picks CUDA when available. Asking for CUDA where there is none
-    logs a warning and returns ``cpu``.
-    """
-    import logging
-
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        logging.getLogger(__name__).warning(
-            "CUDA was asked for (%s) but torch sees no CUDA device; using the CPU", device
-        )
-        return "cpu"
-    return device
 
 
 #: Flow backends by name: gray uint8 ``[T, H, W]`` in, float32 ``[T-1, H, W, 2]`` out.

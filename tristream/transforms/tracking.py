@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tristream.models.common import box_iou
+
 #: COCO-17 per-keypoint OKS sigmas (nose, eyes, ears, shoulders, elbows,
 #: wrists, hips, knees, ankles; left before right), as in the COCO evaluation.
 OKS_SIGMAS = (
@@ -78,40 +80,6 @@ def _oks_matrix(a: np.ndarray, b: np.ndarray, areas: np.ndarray) -> np.ndarray:
     total = np.where(vis, np.exp(-e), 0.0).sum(-1)
     out = np.where(count > 0, total / np.maximum(count, 1), 0.0)
     return np.where(areas[:, :, 0] > 0, out, 0.0)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union of boxes ``a`` [N, >=4] and ``b`` [M, >=4] (x1, y1, x2, y2).
-
-    Extra columns (a score) are ignored. Returns float64 ``[N, M]``; 0 for
-    empty boxes.
-    """
-    a = np.asarray(a, np.float64).reshape(-1, np.shape(a)[-1] if np.ndim(a) > 1 else 4)[:, :4]
-    b = np.asarray(b, np.float64).reshape(-1, np.shape(b)[-1] if np.ndim(b) > 1 else 4)[:, :4]
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-
-
-def nms(boxes: np.ndarray, iou: float) -> np.ndarray:
-    """Greedy non-maximum suppression.
-
-    ``boxes``: ``[N, 5]`` (x1, y1, x2, y2, score). A box is dropped when its IoU
-    with a kept box of higher score exceeds ``iou``. Returns the kept indices
-    (int64), highest score first (ties: lower index first).
-    """
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 5)
-    order = np.argsort(-boxes[:, 4], kind="stable")
-    ious = box_iou(boxes, boxes)
-    keep: list[int] = []
-    for i in order:
-        if all(ious[i, j] <= iou for j in keep):
-            keep.append(int(i))
-    return np.array(keep, np.int64)
 
 
 def propagate_points(points: np.ndarray, flow: np.ndarray) -> np.ndarray:

@@ -1,0 +1,68 @@
+"""Pieces every model uses: the device choice and box geometry (numpy only; torch lazily)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+LOG = logging.getLogger(__name__)
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_device(device: object = "auto") -> str:
+    """Map ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` to a device that exists, as a string.
+
+    ``auto`` picks ``cuda`` when torch sees a GPU. Asking for CUDA where there
+    is none logs a warning and returns ``cpu``: one policy for flow, detector
+    and pose model alike, so ``--device cuda`` on a CPU machine still runs.
+    """
+    name = str(device)
+    if name == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if name.startswith("cuda") and not cuda_available():
+        LOG.warning("CUDA was asked for (%s) but torch sees no CUDA device; using the CPU", name)
+        return "cpu"
+    return name
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of boxes ``a`` [N, >=4] and ``b`` [M, >=4] (x1, y1, x2, y2).
+
+    Extra columns (a score) are ignored. Returns float64 ``[N, M]``; 0 for
+    empty boxes.
+    """
+    a = np.asarray(a, np.float64).reshape(-1, np.shape(a)[-1] if np.ndim(a) > 1 else 4)[:, :4]
+    b = np.asarray(b, np.float64).reshape(-1, np.shape(b)[-1] if np.ndim(b) > 1 else 4)[:, :4]
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression.
+
+    ``boxes``: ``[N, >=4]`` (x1, y1, x2, y2); ``scores``: ``[N]``. A box whose
+    IoU with a kept, higher-scoring box exceeds ``iou_threshold`` is dropped.
+    Returns int64 indices of the kept boxes by decreasing score (ties: lower
+    index first).
+    """
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    order = np.argsort(-scores, kind="stable")
+    ious = box_iou(boxes, boxes)
+    keep: list[int] = []
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        order = order[1:][ious[i, order[1:]] <= iou_threshold]
+    return np.asarray(keep, np.int64)
