@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -141,9 +142,9 @@ class RunConfig:
             "render": str(self.render_style) if self.render_style else None,
         }
 
-    @property
+    @functools.cached_property
     def config_hash(self) -> str:
-        """A short stable hash of :meth:`affecting_output`."""
+        """A short stable hash of :meth:`affecting_output` (computed once: it reads model files)."""
         text = json.dumps(self.affecting_output(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

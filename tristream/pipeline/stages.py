@@ -326,6 +326,9 @@ class EncodeFn(_Stage):
 
     stage = "encode"
 
+    def setup(self) -> None:
+        self.meta = self.config.meta_json()  # the same for every row of the run
+
     def run(self, work: SegmentWork) -> SegmentWork:
         c, t, seg = self.config, work.task, work.segment
         frames = seg.frames
@@ -352,7 +355,7 @@ class EncodeFn(_Stage):
             row["boxes"] = p.boxes.astype(np.float32).ravel().tolist()
             row["track_ids"] = p.track_ids.astype(np.int32).tolist()
             row["num_persons"] = int(p.num_persons)
-        row["meta"] = c.meta_json()
+        row["meta"] = self.meta
         return replace(work, row=row)
 
 
