@@ -8,6 +8,7 @@ renamed, so a shard appears complete or not at all, its rows are sorted by
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from tristream.pipeline.stages import NAMESPACE, Failure, StagedSegment
 from tristream.shards.atomic import write_text_atomic
 from tristream.shards.parquet import ParquetShardWriter, iter_parquet_rows
 from tristream.shards.schema import SCHEMA_VERSION, arrow_schema
-from tristream.shards.tfrecord import write_tfrecord_rows
+from tristream.shards.tfrecord import TFRecordShardWriter
 
 LOG = logging.getLogger(__name__)
 SUFFIX = {"parquet": ".parquet", "tfrecord": ".tfrecord"}
@@ -104,34 +105,28 @@ class WriteShard(beam.DoFn):
         (split, shard, num_shards), videos = element
         videos = sorted(videos, key=lambda v: v.task.video_id)
         yield write_shard(self.config, self.schema, self.folder, split, shard, num_shards,
-                          lambda: self._rows(videos), videos)  # fmt: skip
+                          self._rows(videos), videos)  # fmt: skip
+
+
+WRITERS = {"parquet": ParquetShardWriter, "tfrecord": TFRecordShardWriter}
 
 
 def write_shard(config, schema, folder, split, shard, num_shards, rows, videos) -> dict:
-    """Write one shard in every configured format from ``rows()`` (called once per format)."""
-    files = []
-    stored_frames = 0
-    count = 0
-    for fmt in config.formats:
-        path = os.path.join(folder, shard_name(split, shard, num_shards, fmt))
-        if fmt == "parquet":
-            stored_frames = 0
-            with ParquetShardWriter(path, schema) as writer:
-                for row in rows():
-                    writer.write(row)
-                    stored_frames += row["num_frames"]
-            count = writer.rows
-        else:
-            frames = []
-
-            def counted(frames=frames):
-                for row in rows():
-                    frames.append(row["num_frames"])
-                    yield row
-
-            count = write_tfrecord_rows(path, counted())
-            stored_frames = sum(frames)
-        files.append({"path": os.path.relpath(path, config.output), "bytes": os.path.getsize(path)})
+    """Write one shard in every configured format in a single pass over ``rows``."""
+    paths = [os.path.join(folder, shard_name(split, shard, num_shards, f)) for f in config.formats]
+    stored_frames = count = 0
+    with contextlib.ExitStack() as stack:
+        writers = [
+            stack.enter_context(WRITERS[f](p, schema)) for f, p in zip(config.formats, paths)
+        ]
+        for row in rows:
+            for writer in writers:
+                writer.write(row)
+            stored_frames += row["num_frames"]
+            count += 1
+    files = [
+        {"path": os.path.relpath(p, config.output), "bytes": os.path.getsize(p)} for p in paths
+    ]
     return {
         "split": split,
         "shard": shard,
@@ -165,7 +160,7 @@ def finalize(
     for split, shard, num_shards in sorted(expected):
         if (split, shard) not in have:
             shards.append(write_shard(config, schema, folder, split, shard, num_shards,
-                                      lambda: iter(()), []))  # fmt: skip
+                                      [], []))  # fmt: skip
     shards.sort(key=lambda s: (s["split"], s["shard"]))
     # Shard files of an earlier run into the same folder (another shard count or
     # format) would be read as part of this one: remove them.

@@ -162,14 +162,49 @@ def example_to_row(data: bytes) -> dict[str, Any]:
     return row
 
 
+class TFRecordShardWriter:
+    """Write raw shard rows as SequenceExamples to one TFRecord file.
+
+    The same interface as :class:`tristream.shards.parquet.ParquetShardWriter`:
+    ``write(row)``; the file appears at ``path`` only when the ``with`` block
+    (or :meth:`close`) ends without an exception.
+    """
+
+    def __init__(self, path: str, schema=None):
+        self.path = path
+        self._atomic = atomic_path(path)
+        self._file = open(self._atomic.__enter__(), "wb")  # closed by close() or abort()
+        self.rows = 0
+
+    def write(self, row: dict[str, Any]) -> None:
+        """Append one row."""
+        write_record(self._file, row_to_example(row))
+        self.rows += 1
+
+    def close(self) -> None:
+        self._file.close()
+        self._atomic.__exit__(None, None, None)
+
+    def abort(self, exc: BaseException) -> None:
+        self._file.close()
+        self._atomic.__exit__(type(exc), exc, exc.__traceback__)
+
+    def __enter__(self) -> TFRecordShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.close()
+        else:
+            self.abort(exc)
+
+
 def write_tfrecord_rows(path: str, rows: Iterable[dict[str, Any]]) -> int:
     """Write ``rows`` as SequenceExamples to ``path`` atomically; return the row count."""
-    n = 0
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with TFRecordShardWriter(path) as writer:
         for row in rows:
-            write_record(f, row_to_example(row))
-            n += 1
-    return n
+            writer.write(row)
+    return writer.rows
 
 
 def iter_tfrecord_rows(path: str) -> Iterator[dict[str, Any]]:
