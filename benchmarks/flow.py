@@ -7,16 +7,23 @@ Runs OpenCV contrib's ``DualTVL1OpticalFlow`` (default parameters) and
 * speed: pairs/s of torch for each batch size, OpenCV pairs/s on the same pairs (one
   ``calc`` per pair, ``cv2.setNumThreads`` = ``torch.set_num_threads``), their ratio, and
   on CUDA the peak GPU memory per pair (``torch.cuda.max_memory_allocated``);
+  "batch" is what the caller passes, "solved together" the pairs the solver works on at
+  once (``max_batch``; on CPU the default splits a batch into ``CPU_MAX_BATCH`` pairs);
 * accuracy: mean end-point error (EPE, px) torch vs OpenCV on real pairs, the share of
   uint8-quantised flow values (q = round(255 * (clip(f, -20, 20) + 20) / 40)) within one
   level of OpenCV's, and EPE against ground truth for both solvers on
   ``skimage.data.stereo_motorcycle`` (u = -disparity, downscaled) and on synthetic smooth
-  warps (up to +-10 px) of real frames.
+  warps (up to +-10 px) of real frames. Three references for how far OpenCV moves by
+  itself: its input perturbed by N(0, 1e-4) grey levels; the same OpenCV build with its
+  AVX2 code paths switched off (``OPENCV_CPU_DISABLE=AVX2``, in a child process), which
+  is what OpenCV computes on a CPU without AVX2; and with Intel IPP switched off
+  (``cv2.ipp.setUseIPP(False)``), which is what builds without IPP (ARM) compute.
 
 Usage::
 
     python benchmarks/flow.py [--sizes 256x340] [--batch-sizes 1,2,4,8,16,32,64]
         [--device cpu|cuda] [--pairs N] [--threads T] [--compile off|on|both]
+        [--max-batch whole|auto|both]
 
 Data: ``$TRISTREAM_DATA/videos/{bikes,carphone_pristine}.mp4`` (default
 ``<repo>/../shared/data``).
@@ -38,7 +45,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tristream.models.tvl1 import TVL1Params, tvl1_flow  # noqa: E402
+from tristream.models.tvl1 import CPU_MAX_BATCH, TVL1Params, tvl1_flow  # noqa: E402
 
 DATA = Path(os.environ.get("TRISTREAM_DATA", REPO.parent / "shared" / "data"))
 VIDEOS = ("bikes.mp4", "carphone_pristine.mp4")
@@ -137,10 +144,16 @@ def opencv_flow(i0: np.ndarray, i1: np.ndarray) -> np.ndarray:
     return cv2.optflow.DualTVL1OpticalFlow_create().calc(i0, i1, None)
 
 
-def torch_flow(pairs, device: str, compile: bool, params: TVL1Params | None = None):
+def torch_flow(
+    pairs,
+    device: str,
+    compile: bool,
+    params: TVL1Params | None = None,
+    max_batch: int | None = None,
+):
     a = torch.from_numpy(np.stack([p[0] for p in pairs])).to(device=device, dtype=torch.float32)
     b = torch.from_numpy(np.stack([p[1] for p in pairs])).to(device=device, dtype=torch.float32)
-    out = tvl1_flow(a, b, params, compile=compile)
+    out = tvl1_flow(a, b, params, compile=compile, max_batch=max_batch)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return out.cpu().numpy()
@@ -155,8 +168,31 @@ def quantise(f: np.ndarray) -> np.ndarray:
     return np.round(255.0 * (np.clip(f, -20.0, 20.0) + 20.0) / 40.0)
 
 
+def within_one_level(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of uint8-quantised flow values of ``a`` within one level of ``b``'s."""
+    return float(np.mean(np.abs(quantise(a) - quantise(b)) <= 1))
+
+
 # ------------------------------------------------------------------------------------------
 # runs
+
+
+def speed_rows(args) -> list[tuple[int, int]]:
+    """(batch given to tvl1_flow, pairs solved together) for each speed row.
+
+    ``--max-batch whole`` solves each batch in one piece; ``auto`` leaves it to the
+    solver's default (``CPU_MAX_BATCH`` pairs at a time on CPU, everything on CUDA);
+    ``both`` gives both rows where they differ.
+    """
+    default = CPU_MAX_BATCH if args.device == "cpu" else None
+    out: list[tuple[int, int]] = []
+    for bs in args.batch_sizes:
+        auto = bs if default is None else min(bs, default)
+        if args.max_batch in ("whole", "both"):
+            out.append((bs, bs))
+        if args.max_batch == "auto" or (args.max_batch == "both" and auto != bs):
+            out.append((bs, auto))
+    return out
 
 
 def bench_speed(args, size, compile: bool, n_threads: int, rows: list[str]) -> None:
@@ -168,7 +204,7 @@ def bench_speed(args, size, compile: bool, n_threads: int, rows: list[str]) -> N
     warm_s = time.perf_counter() - t0
     label = "torch.compile" if compile else "eager"
     print(f"# {label}: warm-up {warm_s:.1f} s", file=sys.stderr)
-    for bs in args.batch_sizes:
+    for bs, together in speed_rows(args):
         n = max(bs, args.pairs)
         n = -(-n // bs) * bs  # whole batches
         pairs = real_pairs(size, n)
@@ -176,7 +212,7 @@ def bench_speed(args, size, compile: bool, n_threads: int, rows: list[str]) -> N
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         for s in range(0, n, bs):
-            torch_flow(pairs[s : s + bs], device, compile)
+            torch_flow(pairs[s : s + bs], device, compile, max_batch=together)
         t_torch = time.perf_counter() - t0
         mem = ""
         if device.startswith("cuda"):
@@ -188,10 +224,58 @@ def bench_speed(args, size, compile: bool, n_threads: int, rows: list[str]) -> N
         t_cv = time.perf_counter() - t0
         tp, cp = n / t_torch, n_cv / t_cv
         rows.append(
-            f"| {size[0]}x{size[1]} | {n_threads} | {label} | {bs} | {n} | {tp:.2f} | {cp:.2f} | "
-            f"{tp / cp:.2f} | {mem or 'n/a'} |"
+            f"| {size[0]}x{size[1]} | {n_threads} | {label} | {bs} | {together} | {n} | "
+            f"{tp:.2f} | {cp:.2f} | {tp / cp:.2f} | {mem or 'n/a'} |"
         )
         print(rows[-1], file=sys.stderr)
+
+
+CV_CPU_AVX2 = 11  # cv::CPU_AVX2, as cv2.checkHardwareSupport takes it
+
+_NO_AVX2_SCRIPT = """
+import sys
+import cv2
+import numpy as np
+if cv2.checkHardwareSupport(11):
+    sys.exit("OPENCV_CPU_DISABLE=AVX2 was not honoured")
+cv2.setNumThreads(int(sys.argv[3]))
+data = np.load(sys.argv[1])
+tv = cv2.optflow.DualTVL1OpticalFlow_create
+flows = [tv().calc(data[f"a{k}"], data[f"b{k}"], None) for k in range(len(data.files) // 2)]
+np.save(sys.argv[2], np.stack(flows))
+"""
+
+
+def opencv_flows_without_avx2(pairs) -> list[np.ndarray] | None:
+    """OpenCV's flows for ``pairs`` with its AVX2 code paths switched off, else ``None``.
+
+    The same OpenCV build, run in a child process with ``OPENCV_CPU_DISABLE=AVX2``, takes
+    the code paths it takes on a CPU without AVX2 (older x86 and most cloud ARM builds
+    differ likewise). ``None`` when this CPU has no AVX2 (there is nothing to switch off).
+    """
+    if not cv2.checkHardwareSupport(CV_CPU_AVX2):
+        return None
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        arrays = {f"a{k}": a for k, (a, _) in enumerate(pairs)}
+        arrays.update({f"b{k}": b for k, (_, b) in enumerate(pairs)})
+        np.savez(f"{tmp}/pairs.npz", **arrays)
+        env = dict(os.environ, OPENCV_CPU_DISABLE="AVX2")
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _NO_AVX2_SCRIPT,
+                f"{tmp}/pairs.npz",
+                f"{tmp}/flows.npy",
+                str(cv2.getNumThreads()),
+            ],
+            env=env,
+            check=True,
+        )
+        return list(np.load(f"{tmp}/flows.npy"))
 
 
 def perturbed(img: np.ndarray, rng: np.random.Generator, sigma: float = 1e-4) -> np.ndarray:
@@ -200,7 +284,7 @@ def perturbed(img: np.ndarray, rng: np.random.Generator, sigma: float = 1e-4) ->
 
 
 def accuracy_row(name: str, pairs, got, gts=None) -> str:
-    """One table row: torch vs OpenCV, OpenCV's own noise floor, and both against GT."""
+    """One table row: torch vs OpenCV, OpenCV against itself, and both against GT."""
     rng = np.random.default_rng(0)
     ref = [opencv_flow(a, b) for a, b in pairs]
     # Noise floor: OpenCV against itself when its input moves by ~1e-4 grey levels.
@@ -209,6 +293,25 @@ def accuracy_row(name: str, pairs, got, gts=None) -> str:
     w = [np.mean(np.abs(quantise(g) - quantise(r)) <= 1) for g, r in zip(got, ref)]
     e0 = [epe(f, r) for f, r in zip(floor, ref)]
     w0 = [np.mean(np.abs(quantise(f) - quantise(r)) <= 1) for f, r in zip(floor, ref)]
+    # OpenCV against itself on other builds' code paths: a CPU without AVX2, no IPP.
+    no_avx2 = opencv_flows_without_avx2(pairs)
+    if no_avx2 is None:
+        dispatch = "n/a (no AVX2 here)"
+    else:
+        e1 = np.mean([epe(f, r) for f, r in zip(no_avx2, ref)])
+        w1 = np.mean([within_one_level(f, r) for f, r in zip(no_avx2, ref)])
+        dispatch = f"{e1:.4f}, {100 * w1:.2f}%"
+    if cv2.ipp.useIPP():
+        cv2.ipp.setUseIPP(False)
+        try:
+            no_ipp = [opencv_flow(a, b) for a, b in pairs]
+        finally:
+            cv2.ipp.setUseIPP(True)
+        e2 = np.mean([epe(f, r) for f, r in zip(no_ipp, ref)])
+        w2 = np.mean([within_one_level(f, r) for f, r in zip(no_ipp, ref)])
+        ipp = f"{e2:.4f}, {100 * w2:.2f}%"
+    else:
+        ipp = "n/a (IPP not in use)"
     gt_cv = gt_t = "-"
     if gts is not None:
         cv_err = np.mean([epe(r, gt, m) for r, (gt, m) in zip(ref, gts)])
@@ -217,7 +320,7 @@ def accuracy_row(name: str, pairs, got, gts=None) -> str:
     return (
         f"| {name} | {np.mean(e):.4f} (max {np.max(e):.4f}) | {100 * np.mean(w):.2f}% "
         f"(min {100 * np.min(w):.2f}%) | {np.mean(e0):.4f} | {100 * np.mean(w0):.2f}% | "
-        f"{gt_cv} | {gt_t} |"
+        f"{dispatch} | {ipp} | {gt_cv} | {gt_t} |"
     )
 
 
@@ -263,6 +366,13 @@ def main(argv: list[str] | None = None) -> None:
         help="comma-separated thread counts (torch.set_num_threads = cv2.setNumThreads)",
     )
     ap.add_argument("--compile", default="off", choices=["off", "on", "both"])
+    ap.add_argument(
+        "--max-batch",
+        default="both",
+        choices=["whole", "auto", "both"],
+        help="solve each batch whole, in the solver's default chunks (CPU_MAX_BATCH on CPU), "
+        "or both",
+    )
     ap.add_argument("--accuracy-pairs", type=int, default=8)
     ap.add_argument("--synthetic-pairs", type=int, default=4)
     ap.add_argument("--stereo-sides", default="256,128", help="stereo short sides (px)")
@@ -291,10 +401,10 @@ def main(argv: list[str] | None = None) -> None:
                 for compile in modes:
                     bench_speed(args, size, compile, n_threads, rows)
         print(
-            "| size | threads | torch mode | batch | pairs | torch pairs/s | OpenCV pairs/s | "
-            "torch/OpenCV | peak GPU MiB/pair |"
+            "| size | threads | torch mode | batch | solved together | pairs | torch pairs/s | "
+            "OpenCV pairs/s | torch/OpenCV | peak GPU MiB/pair |"
         )
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         print("\n".join(rows) + "\n")
     if not args.skip_accuracy:
         torch.set_num_threads(threads[-1])
@@ -304,9 +414,11 @@ def main(argv: list[str] | None = None) -> None:
         print(
             "| data | EPE torch vs OpenCV (px) | uint8 within 1 level of OpenCV | "
             "noise floor: EPE OpenCV vs OpenCV, input +-1e-4 grey (px) | "
-            "noise floor: within 1 level | EPE vs GT OpenCV (px) | EPE vs GT torch (px) |"
+            "noise floor: within 1 level | OpenCV without AVX2 vs OpenCV: EPE (px), "
+            "within 1 level | OpenCV without IPP vs OpenCV: EPE (px), within 1 level | "
+            "EPE vs GT OpenCV (px) | EPE vs GT torch (px) |"
         )
-        print("| --- | --- | --- | --- | --- | --- | --- |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         print("\n".join(rows))
 
 

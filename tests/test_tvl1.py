@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tristream.models.tvl1 import TVL1, TVL1Params, tvl1_flow
+from tristream.models.tvl1 import CPU_MAX_BATCH, TVL1, TVL1Params, tvl1_flow
 
 cv2 = pytest.importorskip("cv2")
 skdata = pytest.importorskip("skimage.data")
@@ -203,6 +203,30 @@ def test_stereo_motorcycle_against_ground_truth_and_opencv() -> None:
     assert _epe(got, ref) < 0.1
 
 
+def test_stereo_motorcycle_agrees_with_opencv_as_opencv_agrees_with_itself() -> None:
+    """At 256 px short side the large disparities make TV-L1 chaotic (RESULTS.md): OpenCV
+    moves ~0.4 px when its input moves by 1e-4 grey levels. The torch solver must be no
+    further from OpenCV than that (measured 0.43 px vs 0.40 px, 77% vs 80% within one
+    level); a real discrepancy in any step (warp, pyramid, median, stopping rule) gives
+    several px.
+    """
+    left, right, _ = skdata.stereo_motorcycle()
+    scale = 256 / left.shape[0]
+    size = (round(left.shape[1] * scale), 256)
+    i0 = cv2.cvtColor(cv2.resize(left, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    i1 = cv2.cvtColor(cv2.resize(right, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    ref = _opencv(i0, i1)
+    noise = np.random.default_rng(0).normal(0.0, 1e-4, i0.shape)
+    moved = _opencv(((i0 + noise) / 255.0).astype(np.float32), (i1 / 255.0).astype(np.float32))
+    floor = _epe(moved, ref)
+    floor_within = np.mean(np.abs(_quantise(moved) - _quantise(ref)) <= 1)
+    got = _torch(i0, i1)
+    within = np.mean(np.abs(_quantise(got) - _quantise(ref)) <= 1)
+    assert 0.1 < floor < 1.0, floor  # the chaotic regime this test is about
+    assert _epe(got, ref) <= 1.25 * floor, (_epe(got, ref), floor)
+    assert within >= floor_within - 0.05, (within, floor_within)
+
+
 # ------------------------------------------------------------------------------------------
 # agreement with OpenCV
 
@@ -278,13 +302,35 @@ def test_agrees_with_opencv_at_full_size() -> None:
 def test_batch_gives_the_same_flow_as_single_pairs(video_pairs) -> None:
     i0 = _t(*(a for a, _ in video_pairs))
     i1 = _t(*(b for _, b in video_pairs))
-    batched = tvl1_flow(i0, i1)
-    for k in range(len(video_pairs)):
+    n = len(video_pairs)
+    batched = tvl1_flow(i0, i1, max_batch=n)  # one batch, as on a GPU
+    for k in range(n):
         alone = tvl1_flow(i0[k : k + 1], i1[k : k + 1])[0]
         torch.testing.assert_close(batched[k], alone, atol=1e-4, rtol=0)
     # Order inside the batch does not matter either.
-    flipped = tvl1_flow(i0.flip(0), i1.flip(0)).flip(0)
+    flipped = tvl1_flow(i0.flip(0), i1.flip(0), max_batch=n).flip(0)
     torch.testing.assert_close(flipped, batched, atol=1e-4, rtol=0)
+    # On CPU the default solves CPU_MAX_BATCH pairs at a time: same flow, every pair kept.
+    assert n > CPU_MAX_BATCH
+    chunked = tvl1_flow(i0, i1)
+    assert chunked.shape == batched.shape
+    torch.testing.assert_close(chunked, batched, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="max_batch"):
+        tvl1_flow(i0, i1, max_batch=0)
+
+
+def test_chunked_batch_carries_the_initial_flow_of_each_pair(video_pairs) -> None:
+    """With use_initial_flow, each chunk starts from its own pairs' initial flows."""
+    i0 = _t(*(a for a, _ in video_pairs))
+    i1 = _t(*(b for _, b in video_pairs))
+    params = TVL1Params(use_initial_flow=True, nscales=2, warps=2)
+    init = torch.zeros((*i0.shape, 2))
+    init[1, ..., 0] = 3.0  # only the second pair starts elsewhere
+    whole = tvl1_flow(i0, i1, params, init, max_batch=len(video_pairs))
+    chunked = tvl1_flow(i0, i1, params, init, max_batch=1)
+    torch.testing.assert_close(chunked, whole, atol=1e-4, rtol=0)
+    zero_start = tvl1_flow(i0[1:2], i1[1:2], params, torch.zeros_like(init[1:2]))[0]
+    assert (chunked[1] - zero_start).abs().max() > 0.1
 
 
 def test_converged_pair_stops_while_the_other_continues(video_pairs) -> None:

@@ -30,7 +30,8 @@ Agreement with OpenCV is to float rounding in each step; the median filter and t
 thresholding can amplify rounding differences, so the flows differ by a mean end-point
 error of about 0.01 px on real frames (OpenCV differs from itself by as much when its
 input changes by 1e-4 grey levels); see ``benchmarks/RESULTS.md``. On CPU, eager mode
-is fastest at small batches (1-8 pairs of 256x340); large batches suit GPUs.
+is fastest at small batches, so a large batch is solved ``CPU_MAX_BATCH`` pairs at a
+time there; on GPUs the whole batch is solved together.
 
 Units: images are grayscale intensities on the 0..255 scale (OpenCV's 8-bit input
 converted to float); flow is in pixels of the input, channel 0 = x (right), channel 1 =
@@ -46,11 +47,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["TVL1Params", "tvl1_flow", "TVL1"]
+__all__ = ["CPU_MAX_BATCH", "TVL1Params", "tvl1_flow", "TVL1"]
 
 _FLT_EPSILON = float(torch.finfo(torch.float32).eps)
 _CUBIC_A = -0.75  # OpenCV's bicubic kernel parameter
 _MIN_LEVEL_SIZE = 16  # OpenCV stops building the pyramid below 16 x 16
+
+#: Pairs solved together on CPU when ``max_batch`` is not given. Each eager op streams
+#: whole [B, H, W] tensors; at 2 pairs of 256x340 one tensor is 0.7 MiB and stays in the
+#: caches, while at 64 pairs (22 MiB) the solver becomes memory-bound (measured:
+#: ``benchmarks/RESULTS.md``).
+CPU_MAX_BATCH = 2
 
 
 @dataclass(frozen=True)
@@ -668,6 +675,7 @@ def tvl1_flow(
     initial_flow: torch.Tensor | None = None,
     *,
     compile: bool = False,
+    max_batch: int | None = None,
 ) -> torch.Tensor:
     """Dense TV-L1 optical flow from each ``i0[b]`` to ``i1[b]``, as OpenCV's DualTVL1.
 
@@ -683,6 +691,11 @@ def tvl1_flow(
             mode with a ``RuntimeWarning`` if compilation fails. Results differ from eager
             mode only by float32 rounding (which the median filter can amplify, as it does
             between OpenCV runs on inputs that differ by rounding).
+        max_batch: most pairs solved together; a larger batch is solved in consecutive
+            chunks of this size (pairs are independent, so the flow is the same). ``None``
+            picks :data:`CPU_MAX_BATCH` on CPU, where a few pairs' working set stays in
+            the caches and eager mode is fastest (``benchmarks/RESULTS.md``), and the whole
+            batch on other devices.
 
     Returns:
         float32 tensor [B, H, W, 2] on the input's device: per pixel (dx, dy) in pixels,
@@ -709,6 +722,24 @@ def tvl1_flow(
         raise ValueError("initial_flow was given but params.use_initial_flow is False")
     if b == 0 or h == 0 or w == 0:
         return torch.zeros((b, h, w, 2), dtype=torch.float32, device=i0.device)
+    if max_batch is None:
+        max_batch = CPU_MAX_BATCH if i0.device.type == "cpu" else b
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    if b > max_batch:
+        return torch.cat(
+            [
+                tvl1_flow(
+                    i0[k : k + max_batch],
+                    i1[k : k + max_batch],
+                    params,
+                    None if initial_flow is None else initial_flow[k : k + max_batch],
+                    compile=compile,
+                    max_batch=max_batch,
+                )
+                for k in range(0, b, max_batch)
+            ]
+        )
 
     kernels = _KERNELS[bool(compile)]
     with torch.no_grad():
@@ -751,15 +782,24 @@ class TVL1(torch.nn.Module):
     Args:
         params: solver parameters (OpenCV defaults when ``None``).
         compile: use ``torch.compile`` for the inner kernels (see :func:`tvl1_flow`).
+        max_batch: most pairs solved together (see :func:`tvl1_flow`).
     """
 
-    def __init__(self, params: TVL1Params | None = None, compile: bool = False) -> None:
+    def __init__(
+        self,
+        params: TVL1Params | None = None,
+        compile: bool = False,
+        max_batch: int | None = None,
+    ) -> None:
         super().__init__()
         self.params = TVL1Params() if params is None else params
         self.use_compile = compile
+        self.max_batch = max_batch
 
     def forward(
         self, i0: torch.Tensor, i1: torch.Tensor, initial_flow: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Flow [B, H, W, 2] float32 in pixels from ``i0`` to ``i1`` (both [B, H, W], 0..255)."""
-        return tvl1_flow(i0, i1, self.params, initial_flow, compile=self.use_compile)
+        return tvl1_flow(
+            i0, i1, self.params, initial_flow, compile=self.use_compile, max_batch=self.max_batch
+        )
