@@ -26,10 +26,11 @@ stopping rule is applied per pair, so a pair that has converged inside a batch s
 changing while the others continue, and a pair gives the same flow (to float rounding)
 alone or in a batch. Only ``torch`` is needed (no OpenCV, no Apache Beam).
 
-Agreement with OpenCV is to float rounding in each step; the median filter and the
-thresholding can amplify rounding differences, so the flows differ by a mean end-point
-error of about 0.01 px on real frames (OpenCV differs from itself by as much when its
-input changes by 1e-4 grey levels); see ``benchmarks/RESULTS.md``. On CPU, eager mode
+Agreement with OpenCV is to float rounding in each step. The stopping rule and the
+median filter can amplify rounding differences, so the flows differ by a mean end-point
+error of about 0.01 px on real frames, and by ~0.4 px where the motion is beyond TV-L1's
+capture range; OpenCV differs from itself by as much between CPUs with and without AVX2,
+or builds with and without Intel IPP (see ``benchmarks/RESULTS.md``). On CPU, eager mode
 is fastest at small batches, so a large batch is solved ``CPU_MAX_BATCH`` pairs at a
 time there; on GPUs the whole batch is solved together.
 
