@@ -231,9 +231,18 @@ def test_stereo_motorcycle_agrees_with_opencv_as_opencv_agrees_with_itself() -> 
 # agreement with OpenCV
 
 
-def test_agrees_with_opencv_on_real_video_pairs(video_pairs) -> None:
+# The solver's own devices: the CPU everywhere, and CUDA where this host has it.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_agrees_with_opencv_on_real_video_pairs(video_pairs, device: str) -> None:
     """Measured on these pairs: mean EPE 0.012 .. 0.038 px, >= 99% within one level."""
-    got = tvl1_flow(_t(*(a for a, _ in video_pairs)), _t(*(b for _, b in video_pairs))).numpy()
+    i0 = _t(*(a for a, _ in video_pairs)).to(device)
+    i1 = _t(*(b for _, b in video_pairs)).to(device)
+    flow = tvl1_flow(i0, i1)
+    assert flow.device == i0.device
+    got = flow.cpu().numpy()
     for (i0, i1), g in zip(video_pairs, got):
         ref = _opencv(i0, i1)
         assert np.linalg.norm(ref, axis=-1).mean() > 0.1  # there is motion to agree on
@@ -333,13 +342,14 @@ def test_chunked_batch_carries_the_initial_flow_of_each_pair(video_pairs) -> Non
     assert (chunked[1] - zero_start).abs().max() > 0.1
 
 
-def test_converged_pair_stops_while_the_other_continues(video_pairs) -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_converged_pair_stops_while_the_other_continues(video_pairs, device: str) -> None:
     """A zero-motion pair converges at once; batched with a moving pair nothing changes."""
     still = video_pairs[0][0]
     moving = video_pairs[1]
-    i0 = _t(still, moving[0])
-    i1 = _t(still, moving[1])
-    both = tvl1_flow(i0, i1)
+    i0 = _t(still, moving[0]).to(device)
+    i1 = _t(still, moving[1]).to(device)
+    both = tvl1_flow(i0, i1, max_batch=2)
     assert both[0].abs().max() < 1e-3
     torch.testing.assert_close(both[0], tvl1_flow(i0[:1], i1[:1])[0], atol=1e-5, rtol=0)
     torch.testing.assert_close(both[1], tvl1_flow(i0[1:], i1[1:])[0], atol=1e-4, rtol=0)
