@@ -37,3 +37,13 @@ def bikes(videos_dir: Path) -> str:
 def carphone(videos_dir: Path) -> str:
     """H.264 176x144, 29.97 fps, 120 frames (4 s): a man talking in a car."""
     return str(videos_dir / "carphone_pristine.mp4")
+
+
+@pytest.fixture
+def torch_threads():
+    """torch's CPU thread count as the test found it, restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield before
+    torch.set_num_threads(before)

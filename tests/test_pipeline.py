@@ -20,7 +20,13 @@ import pyarrow.parquet as pq
 import pytest
 from tfrecord.reader import sequence_loader
 
-from tests.helpers import jpeg_round_trip, make_clip, reference_flow, reference_frames
+from tests.helpers import (
+    jpeg_round_trip,
+    make_clip,
+    new_thread_torch_threads,
+    reference_flow,
+    reference_frames,
+)
 from tristream.cli import main
 from tristream.pipeline.config import RunConfig
 from tristream.pipeline.run import run
@@ -222,7 +228,9 @@ def test_cli_exit_codes_and_flow_none(tmp_path, carphone, capsys):
     assert [r["video_id"] for r in read_rows(out)] == ["good"]
 
 
-def test_flow_torch_backend_in_the_pipeline(tmp_path, carphone):
+def test_flow_torch_backend_in_the_pipeline(tmp_path, carphone, torch_threads):
+    from tristream.models.common import resolve_device, usable_cpus
+
     rows = {}
     for backend in ("opencv", "torch"):
         out = tmp_path / backend
@@ -232,6 +240,11 @@ def test_flow_torch_backend_in_the_pipeline(tmp_path, carphone):
         assert main(args) == 0
         rows[backend] = sorted(read_rows(out), key=lambda r: r["segment"])
         assert rows[backend][0]["meta"]["flow_backend"] == backend
+    if resolve_device("auto") == "cpu" and usable_cpus() > 1:
+        # --workers 0 runs one worker thread per CPU: the flow stage gave each one torch
+        # thread, so that their OpenMP teams fit the CPUs (3x slower otherwise). torch's
+        # count is per thread, set in the worker threads; a new thread starts with it.
+        assert torch_threads > 1 and new_thread_torch_threads() == 1
     assert len(rows["torch"]) == len(rows["opencv"]) == 11  # 100 frames in segments of 10
     for a, b in zip(rows["opencv"], rows["torch"]):
         assert np.array_equal(a["rgb"], b["rgb"])

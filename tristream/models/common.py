@@ -1,12 +1,42 @@
-"""Pieces every model uses: the device choice and box geometry (numpy only; torch lazily)."""
+"""Pieces every model uses: the device choice, CPU threads and box geometry (torch lazily)."""
 
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 
 LOG = logging.getLogger(__name__)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def share_cpu_threads(concurrent: int) -> int:
+    """Cap torch's CPU threads so that ``concurrent`` calling threads fit the CPUs.
+
+    torch runs each CPU op on an OpenMP team that belongs to the calling thread. When
+    the teams of several threads (Beam's workers) hold more threads than there are CPUs,
+    libgomp stops spinning at its barriers, and every op pays a sleep and a wake-up: the
+    pipeline's torch TV-L1 stage, thousands of small ops per pair, ran 2.3x slower with
+    2 worker threads of 2 torch threads each on 2 CPUs (``benchmarks/RESULTS.md``).
+    Sets ``torch.set_num_threads(max(1, usable_cpus() // concurrent))`` if that is lower
+    than the current count (it never raises it). torch keeps the count per thread (a new
+    thread starts with the last one set), so call this in the thread that runs the ops.
+    Returns the thread count now in use.
+    """
+    import torch
+
+    want = max(1, usable_cpus() // max(1, concurrent))
+    if want < torch.get_num_threads():
+        torch.set_num_threads(want)
+    return torch.get_num_threads()
 
 
 def cuda_available() -> bool:

@@ -35,6 +35,7 @@ from tristream.pipeline.stages import (
     RenderFn,
     StagedSegment,
     StageFn,
+    worker_threads,
 )
 from tristream.shards.atomic import write_text_atomic
 
@@ -68,7 +69,7 @@ def _options(config: RunConfig, beam_args: list[str]) -> tuple[object | None, Pi
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
     direct = options.view_as(DirectOptions)
-    direct.direct_num_workers = config.workers or os.cpu_count() or 1
+    direct.direct_num_workers = worker_threads(config)
     if direct.direct_running_mode in (None, "in_memory"):
         direct.direct_running_mode = "multi_threading"
     return FnApiRunner(), options

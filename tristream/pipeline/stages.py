@@ -21,6 +21,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
+from tristream.models.common import resolve_device, share_cpu_threads, usable_cpus
 from tristream.pipeline import cache, progress
 from tristream.pipeline.config import RunConfig
 from tristream.pipeline.inputs import VideoTask
@@ -206,6 +207,15 @@ class DecodeFn(beam.DoFn):
             progress.video_done(failed)
 
 
+def worker_threads(config: RunConfig) -> int:
+    """Threads that run stages at once in one worker process: ``--workers``, else all CPUs.
+
+    (On the Dask runner the real count is Dask's; all CPUs is the safe guess there: torch
+    then runs single-threaded per call and never oversubscribes.)
+    """
+    return config.workers or usable_cpus()
+
+
 class FlowFn(_Stage):
     """Adds TV-L1 flow to each segment (backend by name, see transforms.flow)."""
 
@@ -217,10 +227,15 @@ class FlowFn(_Stage):
 
     def setup(self) -> None:
         self.params = dict(self.config.flow_params)
+        self.torch_on_cpu = False
         if self.config.flow == "torch":
-            self.params.update(device=self.config.device, batch_size=self.config.flow_batch_size)
+            device = resolve_device(self.config.device)
+            self.torch_on_cpu = device == "cpu"
+            self.params.update(device=device, batch_size=self.config.flow_batch_size)
 
     def run(self, work: SegmentWork) -> SegmentWork:
+        if self.torch_on_cpu:  # in the calling thread: torch's thread count is per thread
+            share_cpu_threads(worker_threads(self.config))
         flow = compute_flow(work.segment.frames, backend=self.config.flow, **self.params)
         self.pairs.inc(len(flow))
         return replace(work, flow=flow)
@@ -232,6 +247,7 @@ class _PersonModels:
     def __init__(self, c: RunConfig):
         self.skeletons = load_skeletons(c.skeletons) if c.skeletons else None
         self.detector = self.estimator = None
+        self.pose_on_cpu = bool(c.pose_model) and resolve_device(c.device) == "cpu"
         if c.detector:
             from tristream.models.detector import load_detector
 
@@ -290,6 +306,8 @@ class PoseFn(_Stage):
                     self.detector, self.estimator, max_persons=self.config.max_persons
                 )
             tracker = self.trackers[task.video_id]
+            if self.models.pose_on_cpu:
+                share_cpu_threads(worker_threads(self.config))  # as FlowFn.run
             tracks = tracker.process(seg.frames, work.flow, start_frame=seg.start_frame)
             if seg.is_last:
                 self.trackers.pop(task.video_id, None)
