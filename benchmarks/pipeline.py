@@ -51,6 +51,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -249,6 +250,30 @@ def warm_up(config: RunConfig, videos: list[tuple[str, str]]) -> None:
     write_parquet_rows(
         os.path.join(config.output, "warm.parquet"), [row], arrow_schema(config.modalities)
     )
+
+
+def in_thread(fn: Callable[..., Any], *args: Any) -> None:
+    """Run ``fn(*args)`` in a new thread and wait for it (its exception is re-raised).
+
+    The stage loop and the warm-up run this way, as the pipeline's stages run on Beam's
+    worker threads: torch gives every calling thread its own OpenMP team, and a team
+    left behind by the main thread would share the CPUs with the pipeline's team
+    (libgomp then stops spinning at its barriers, which made the pipeline's torch flow
+    4x slower here). A thread's team goes when the thread ends.
+    """
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            errors.append(exc)
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    if errors:
+        raise errors[0]
 
 
 def measure_pipeline(config: RunConfig, r: Round) -> None:
@@ -456,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="tristream-bench-") as tmp:
             manifest = os.path.join(tmp, "manifest.csv")
             write_manifest(manifest, videos, args.seconds)
-            warm_up(make_config(args, flow, os.path.join(tmp, "warm"), manifest), videos)
+            warm_up_cfg = make_config(args, flow, os.path.join(tmp, "warm"), manifest)
+            in_thread(warm_up, warm_up_cfg, videos)
             for n in range(args.repeat):
                 r = Round()
                 if not args.no_minimal_run:
@@ -465,11 +491,11 @@ def main(argv: list[str] | None = None) -> int:
                 pipe_cfg = make_config(args, flow, os.path.join(tmp, f"pipeline-{n}"), manifest)
                 # Alternate the order, so that a drift in the machine's load hits both sides.
                 if n % 2 == 0:
-                    measure_stages(stage_cfg, videos, args.seconds, r)
+                    in_thread(measure_stages, stage_cfg, videos, args.seconds, r)
                     measure_pipeline(pipe_cfg, r)
                 else:
                     measure_pipeline(pipe_cfg, r)
-                    measure_stages(stage_cfg, videos, args.seconds, r)
+                    in_thread(measure_stages, stage_cfg, videos, args.seconds, r)
                 if r.pipeline_frames != r.frames:
                     raise RuntimeError(
                         f"pipeline wrote {r.pipeline_frames} frames, stages saw {r.frames}"
