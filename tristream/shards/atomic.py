@@ -6,6 +6,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -31,3 +32,46 @@ def write_text_atomic(path: str, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+class AtomicRowWriter:
+    """Base of the shard writers: rows go to a temporary file beside ``path``, which
+    becomes ``path`` only when :meth:`close` (or a ``with`` block) ends without an
+    exception; :meth:`abort` (or an exception in the block) leaves no file behind.
+
+    Subclasses open their output on ``self.tmp_path`` and implement :meth:`write`
+    (counting ``self.rows``) and :meth:`_close_output`.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._atomic = atomic_path(path)
+        self.tmp_path = self._atomic.__enter__()
+        self.rows = 0
+
+    def write(self, row: dict[str, Any]) -> None:
+        """Append one row."""
+        raise NotImplementedError
+
+    def _close_output(self) -> None:
+        """Flush and close the output opened on ``self.tmp_path``."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Finish the file and move it to ``path``."""
+        self._close_output()
+        self._atomic.__exit__(None, None, None)
+
+    def abort(self, exc: BaseException) -> None:
+        """Drop the temporary file; ``path`` is left as it was."""
+        self._close_output()
+        self._atomic.__exit__(type(exc), exc, exc.__traceback__)
+
+    def __enter__(self) -> AtomicRowWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.close()
+        else:
+            self.abort(exc)

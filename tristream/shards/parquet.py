@@ -8,10 +8,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tristream.shards.atomic import atomic_path
+from tristream.shards.atomic import AtomicRowWriter
 
 
-class ParquetShardWriter:
+class ParquetShardWriter(AtomicRowWriter):
     """Write raw shard rows (dicts of column -> Python value) to one Parquet file.
 
     The file appears at ``path`` only when :meth:`close` succeeds. Use as a
@@ -19,34 +19,17 @@ class ParquetShardWriter:
     """
 
     def __init__(self, path: str, schema: pa.Schema, compression: str = "snappy"):
-        self.path = path
+        super().__init__(path)
         self.schema = schema
-        self._atomic = atomic_path(path)
-        self._tmp = self._atomic.__enter__()
-        self._writer = pq.ParquetWriter(self._tmp, schema, compression=compression)
-        self.rows = 0
+        self._writer = pq.ParquetWriter(self.tmp_path, schema, compression=compression)
 
     def write(self, row: dict[str, Any]) -> None:
         """Append one row (its own row group, so readers can stream row by row)."""
         self._writer.write_table(pa.Table.from_pylist([row], schema=self.schema))
         self.rows += 1
 
-    def close(self) -> None:
+    def _close_output(self) -> None:
         self._writer.close()
-        self._atomic.__exit__(None, None, None)
-
-    def abort(self, exc: BaseException) -> None:
-        self._writer.close()
-        self._atomic.__exit__(type(exc), exc, exc.__traceback__)
-
-    def __enter__(self) -> ParquetShardWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc is None:
-            self.close()
-        else:
-            self.abort(exc)
 
 
 def write_parquet_rows(path: str, rows: Iterable[dict[str, Any]], schema: pa.Schema) -> int:

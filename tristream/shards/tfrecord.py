@@ -18,7 +18,7 @@ import google_crc32c
 import pyarrow as pa
 
 from tristream.shards import example_proto as example_pb2
-from tristream.shards.atomic import atomic_path
+from tristream.shards.atomic import AtomicRowWriter
 from tristream.shards.schema import COLUMNS, COLUMNS_BY_NAME, Column
 
 _MASK_DELTA = 0xA282EAD8
@@ -162,7 +162,7 @@ def example_to_row(data: bytes) -> dict[str, Any]:
     return row
 
 
-class TFRecordShardWriter:
+class TFRecordShardWriter(AtomicRowWriter):
     """Write raw shard rows as SequenceExamples to one TFRecord file.
 
     The same interface as :class:`tristream.shards.parquet.ParquetShardWriter`:
@@ -171,32 +171,16 @@ class TFRecordShardWriter:
     """
 
     def __init__(self, path: str, schema=None):
-        self.path = path
-        self._atomic = atomic_path(path)
-        self._file = open(self._atomic.__enter__(), "wb")  # closed by close() or abort()
-        self.rows = 0
+        super().__init__(path)
+        self._file = open(self.tmp_path, "wb")  # closed by close() or abort()
 
     def write(self, row: dict[str, Any]) -> None:
         """Append one row."""
         write_record(self._file, row_to_example(row))
         self.rows += 1
 
-    def close(self) -> None:
+    def _close_output(self) -> None:
         self._file.close()
-        self._atomic.__exit__(None, None, None)
-
-    def abort(self, exc: BaseException) -> None:
-        self._file.close()
-        self._atomic.__exit__(type(exc), exc, exc.__traceback__)
-
-    def __enter__(self) -> TFRecordShardWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc is None:
-            self.close()
-        else:
-            self.abort(exc)
 
 
 def write_tfrecord_rows(path: str, rows: Iterable[dict[str, Any]]) -> int:
