@@ -24,11 +24,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from tristream.shards import ShardDataset
-from tristream.shards.codec import dequantize_flow, encode_flow, encode_frames
-from tristream.shards.dataset import COCO_FLIP
-from tristream.shards.parquet import write_parquet_rows
-from tristream.shards.schema import MODALITIES, NUM_JOINTS, arrow_schema
-from tristream.shards.tfrecord import write_tfrecord_rows
+from tristream.shards.coco import FLIP, NUM_JOINTS
+from tristream.shards.codec import dequantize_flow
+from tristream.shards.files import write_rows
+from tristream.shards.row import encode_row
+from tristream.shards.schema import MODALITIES, arrow_schema
 
 H, W = 20, 28
 CROP = (12, 16)
@@ -82,34 +82,26 @@ def make_row(
     flow: np.ndarray | None = None,
     persons: int = 2,
 ) -> dict:
-    """One shard row, built the way the pipeline's EncodeFn builds it."""
-    row: dict = {
-        "video_id": video_id,
-        "source": f"/videos/{video_id}.mp4",
-        "label": None if label_index is None else f"class{label_index}",
-        "label_index": label_index,
-        "segment": segment,
-        "start_frame": segment * 100,
-        "num_frames": n,
-        "fps": 25.0,
-        "height": H,
-        "width": W,
-    }
-    if "rgb" in modalities:
-        row["rgb"] = encode_frames(rgb_frames(n), image_fmt)
-    if "flow" in modalities:
-        fields = flow_fields(n) if flow is None else flow
-        row["flow_x"], row["flow_y"] = encode_flow(fields, flow_encoding)
-    if "pose" in modalities:
-        row["pose"] = encode_frames(pose_frames(n), image_fmt)
-    if "keypoints" in modalities:
-        kp = keypoints(persons, n)
-        row["keypoints"] = kp.ravel().tolist()
-        row["boxes"] = np.zeros((persons, n, 5), np.float32).ravel().tolist()
-        row["track_ids"] = list(range(persons))
-        row["num_persons"] = persons
-    row["meta"] = json.dumps({"schema_version": 1, "flow_encoding": flow_encoding})
-    return row
+    """One shard row, encoded by the shard row codec as the pipeline encodes it."""
+    kp = keypoints(persons, n) if "keypoints" in modalities else None
+    return encode_row(
+        video_id=video_id,
+        source=f"/videos/{video_id}.mp4",
+        label=None if label_index is None else f"class{label_index}",
+        label_index=label_index,
+        segment=segment,
+        start_frame=segment * 100,
+        fps=25.0,
+        frames=rgb_frames(n),
+        flow=(flow_fields(n) if flow is None else flow) if "flow" in modalities else None,
+        pose_frames=pose_frames(n) if "pose" in modalities else None,
+        keypoints=kp,
+        boxes=None if kp is None else np.zeros((persons, n, 5), np.float32),
+        track_ids=None if kp is None else np.arange(persons),
+        meta=json.dumps({"schema_version": 1, "flow_encoding": flow_encoding}),
+        flow_encoding=flow_encoding,
+        image_format=image_fmt,
+    )
 
 
 def write_shards(
@@ -117,11 +109,8 @@ def write_shards(
 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for i, rows in enumerate(files):
-        path = str(folder / f"train-{i:05d}-of-{len(files):05d}.{fmt}")
-        if fmt == "parquet":
-            write_parquet_rows(path, rows, arrow_schema(modalities))
-        else:
-            write_tfrecord_rows(path, rows)
+        write_rows(str(folder / f"train-{i:05d}-of-{len(files):05d}.{fmt}"), rows,
+                   arrow_schema(modalities))  # fmt: skip
     return folder
 
 
@@ -326,8 +315,8 @@ def check_keypoints(s: dict, x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> N
     assert kp.shape == (3, 5, NUM_JOINTS, 3) and s["num_persons"] == 2
     assert (kp[2] == 0).all()  # padding person
     src = keypoints(2, 12)[:, idx]
-    joints = list(COCO_FLIP) if s["flipped"] else list(range(NUM_JOINTS))
-    src = src[:, :, joints]  # output joint j shows source joint COCO_FLIP[j] when flipped
+    joints = list(FLIP) if s["flipped"] else list(range(NUM_JOINTS))
+    src = src[:, :, joints]  # output joint j shows source joint FLIP[j] when flipped
     ch, cw = CROP
     inside = 0
     for p, k, j in zip(*np.nonzero(kp[:2, ..., 2] >= 0)):
@@ -478,8 +467,8 @@ def test_parquet_and_tfrecord_give_identical_tensors(tmp_path):
     kw = {"clip_len": 6, "crop": CROP, "seed": 3, "max_persons": 2}
     pq_ds = ShardDataset(write_shards(tmp_path / "pq", "parquet", files), **kw)
     tf_ds = ShardDataset(write_shards(tmp_path / "tf", "tfrecord", files), **kw)
-    assert [f.kind for f in pq_ds.files] == ["parquet"] * 2
-    assert [f.kind for f in tf_ds.files] == ["tfrecord"] * 2
+    assert [f.format for f in pq_ds.files] == ["parquet"] * 2
+    assert [f.format for f in tf_ds.files] == ["tfrecord"] * 2
     a, b = list(pq_ds), list(tf_ds)
     assert len(a) == len(b) == 4
     assert -1 in [s["label_index"] for s in a]

@@ -20,137 +20,27 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
-from tristream.shards.codec import FLOW_BOUND, FLOW_ENCODINGS, quantize_flow
-from tristream.shards.reader import parse_meta, shard_files
-from tristream.shards.schema import (
-    COLUMNS,
-    MODALITIES,
-    NUM_JOINTS,
-    modalities_of,
-)
-from tristream.shards.tfrecord import example_to_row, read_record_at, record_offsets
+from tristream.shards.coco import FLIP
+from tristream.shards.codec import FLOW_BOUND, quantize_flow
+from tristream.shards.files import ShardFileInfo, ShardRowReader, index_shard, shard_files
+from tristream.shards.row import RowView
+from tristream.shards.schema import COLUMNS, MODALITIES
 
 #: Sampling modes of :class:`ShardDataset`.
 SAMPLINGS: tuple[str, ...] = ("random", "center", "uniform", "all")
-
-#: COCO-17 joint order under a horizontal flip: output joint j is input joint COCO_FLIP[j]
-#: (nose stays, each left joint trades places with its right twin).
-COCO_FLIP: tuple[int, ...] = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
 
 #: Columns each modality needs from a shard row.
 _MODALITY_COLUMNS: dict[str, tuple[str, ...]] = {
     m: tuple(c.name for c in COLUMNS if c.modality == m) for m in MODALITIES
 }
 _SCALAR_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.modality is None)
-
-
-# --------------------------------------------------------------------------- index
-
-
-@dataclass
-class _FileInfo:
-    """One shard file: its path, format and the modalities its rows hold."""
-
-    path: str
-    kind: str  # "parquet" | "tfrecord"
-    modalities: tuple[str, ...]
-
-
-def _num_frames_of_record(data: bytes) -> int:
-    row = example_to_row(data)
-    return int(row["num_frames"])
-
-
-def _index_file(path: str, need_frames: bool) -> tuple[_FileInfo, np.ndarray, np.ndarray, list]:
-    """(file info, row group per row, position per row, num_frames per row or [])."""
-    if path.endswith(".parquet"):
-        pf = pq.ParquetFile(path)
-        groups, positions = [], []
-        for g in range(pf.metadata.num_row_groups):
-            n = pf.metadata.row_group(g).num_rows
-            groups.append(np.full(n, g, np.int64))
-            positions.append(np.arange(n, dtype=np.int64))
-        frames: list = []
-        if need_frames and pf.metadata.num_rows:
-            frames = pf.read(columns=["num_frames"]).column(0).to_numpy().tolist()
-        info = _FileInfo(path, "parquet", modalities_of(pf.schema_arrow.names))
-        empty = np.zeros(0, np.int64)
-        return (
-            info,
-            np.concatenate(groups) if groups else empty,
-            np.concatenate(positions) if positions else empty,
-            frames,
-        )
-    if path.endswith(".tfrecord"):
-        offsets = record_offsets(path)
-        modalities: tuple[str, ...] = ()
-        frames = []
-        if offsets:
-            with open(path, "rb") as f:
-                first = read_record_at(f, offsets[0])
-                modalities = modalities_of(list(example_to_row(first)))
-                if need_frames:
-                    frames = [_num_frames_of_record(read_record_at(f, o)) for o in offsets]
-        pos = np.asarray(offsets, np.int64)
-        return _FileInfo(path, "tfrecord", modalities), np.zeros(len(pos), np.int64), pos, frames
-    raise ValueError(f"not a shard file (expected .parquet or .tfrecord): {path}")
-
-
-class _RowReader:
-    """Random access to raw rows (column -> Python value), one per DataLoader worker.
-
-    Keeps files open and the last Parquet row group and the last row in memory,
-    so consecutive clips of one row (``sampling="all"``) read it once.
-    """
-
-    def __init__(self, files: list[_FileInfo], columns: list[list[str]]):
-        self.files = files
-        self.columns = columns
-        self._handles: dict[int, Any] = {}
-        self._group_key: tuple[int, int] | None = None
-        self._group: Any = None
-        self._row_key: tuple[int, int, int] | None = None
-        self._row: dict[str, Any] | None = None
-
-    def read(self, file: int, group: int, pos: int) -> dict[str, Any]:
-        key = (file, group, pos)
-        if key == self._row_key and self._row is not None:
-            return self._row
-        info = self.files[file]
-        if info.kind == "parquet":
-            if self._group_key != (file, group):
-                pf = self._handles.get(file)
-                if pf is None:
-                    pf = self._handles[file] = pq.ParquetFile(info.path)
-                self._group = pf.read_row_group(group, columns=self.columns[file])
-                self._group_key = (file, group)
-            row = self._group.slice(pos, 1).to_pylist()[0]
-        else:
-            f = self._handles.get(file)
-            if f is None:
-                f = self._handles[file] = open(info.path, "rb")  # closed in close()
-            row = example_to_row(read_record_at(f, pos))
-        self._row_key, self._row = key, row
-        return row
-
-    def close(self) -> None:
-        for handle in self._handles.values():
-            close = getattr(handle, "close", None)
-            if close is not None:
-                close()
-        self._handles.clear()
-        self._group = self._row = None
-        self._group_key = self._row_key = None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -175,14 +65,6 @@ def _levels_to_unit(u8: np.ndarray, out: np.ndarray) -> np.ndarray:
     np.multiply(u8, np.float32(1 / 127.5), out=out, dtype=np.float32)
     out -= np.float32(1.0)
     return out
-
-
-def _decode(data: bytes, flag: int) -> np.ndarray:
-    """cv2.imdecode of JPEG/PNG bytes (BGR for colour); ValueError when not an image."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
-    if image is None:
-        raise ValueError("bytes are not a decodable JPEG/PNG image")
-    return image
 
 
 def _shuffle_buffer(
@@ -290,7 +172,7 @@ class ShardDataset(IterableDataset):
     at integer coordinates, as the keypoints are stored). A crop at (y0, x0)
     maps x -> x - x0, y -> y - y0; a flip of a W-wide crop maps x -> W - 1 - x,
     mirrors every image, negates flow x and swaps left/right joints
-    (:data:`COCO_FLIP`). Keypoints may fall outside the crop; they keep their
+    (:data:`tristream.shards.coco.FLIP`). Keypoints may fall outside the crop; they keep their
     score. Joints with score 0 (absent) come out as (0, 0, 0). Rendered pose
     images are mirrored as pixels only: a renderer's left/right colours are not
     swapped.
@@ -381,13 +263,14 @@ class ShardDataset(IterableDataset):
 
     def _build_index(self, files: list[str]) -> None:
         need_frames = self.sampling == "all"
-        self.files: list[_FileInfo] = []
+        self.files: list[ShardFileInfo] = []
         self._columns: list[list[str]] = []
         row_file, row_group, row_pos, row_frames = [], [], [], []
         for i, path in enumerate(files):
-            info, groups, positions, frames = _index_file(path, need_frames)
+            index = index_shard(path, ("num_frames",) if need_frames else ())
+            info = index.info
             present = [m for m in self.modalities if m in info.modalities]
-            if len(groups) and not present:
+            if len(index) and not present:
                 raise ValueError(
                     f"none of the requested modalities {self.modalities} is in {path} "
                     f"(it holds {info.modalities})"
@@ -396,10 +279,11 @@ class ShardDataset(IterableDataset):
             self._columns.append(
                 list(_SCALAR_COLUMNS) + [c for m in present for c in _MODALITY_COLUMNS[m]]
             )
-            row_file.append(np.full(len(groups), i, np.int64))
-            row_group.append(groups)
-            row_pos.append(positions)
-            row_frames.extend(frames)
+            row_file.append(np.full(len(index), i, np.int64))
+            row_group.append(index.groups)
+            row_pos.append(index.positions)
+            if need_frames:
+                row_frames.extend(int(n) for n in index.values["num_frames"])
         self._row_file = np.concatenate(row_file)
         self._row_group = np.concatenate(row_group)
         self._row_pos = np.concatenate(row_pos)
@@ -505,7 +389,7 @@ class ShardDataset(IterableDataset):
         units, padded = self._rank_units(rank, world)
         units = np.array_split(units, workers)[worker]
         padded = np.array_split(padded, workers)[worker]
-        reader = _RowReader(self.files, self._columns)
+        reader = ShardRowReader(self.files, self._columns)
         try:
             samples: Iterable[dict[str, Any]] = (
                 self._sample(reader, int(u), bool(p)) for u, p in zip(units, padded)
@@ -539,23 +423,25 @@ class ShardDataset(IterableDataset):
             start = (n - span) // 2
         return (start + s * steps) % n
 
-    def _sample(self, reader: _RowReader, unit: int, padded: bool) -> dict[str, Any]:
+    def _sample(self, reader: ShardRowReader, unit: int, padded: bool) -> dict[str, Any]:
         row = int(np.searchsorted(self._first_unit, unit, side="right") - 1)
         clip = unit - int(self._first_unit[row])
-        raw = reader.read(
-            int(self._row_file[row]), int(self._row_group[row]), int(self._row_pos[row])
+        view = RowView(
+            reader.read(
+                int(self._row_file[row]), int(self._row_group[row]), int(self._row_pos[row])
+            )
         )
-        meta = parse_meta(raw)
-        n, h, w = int(raw["num_frames"]), int(raw["height"]), int(raw["width"])
+        view.meta  # noqa: B018 - a schema newer than this reader raises here
+        n, h, w = view.num_frames, view.height, view.width
         if n < 1:
-            raise ValueError(f"row {raw['video_id']!r} segment {raw['segment']} has no frames")
+            raise ValueError(f"row {view['video_id']!r} segment {view['segment']} has no frames")
         rng = np.random.default_rng([self.seed, self.epoch, unit])
 
         idx = self._clip_indices(n, clip, rng)
         ch, cw = self.crop or (h, w)
         if ch > h or cw > w:
             raise ValueError(
-                f"crop {ch}x{cw} is larger than the {h}x{w} frames of {raw['video_id']!r}"
+                f"crop {ch}x{cw} is larger than the {h}x{w} frames of {view['video_id']!r}"
             )
         if self.train:
             y0 = int(rng.integers(0, h - ch + 1))
@@ -568,28 +454,26 @@ class ShardDataset(IterableDataset):
         uniq, inverse = np.unique(idx, return_inverse=True)
         gather = None if np.array_equal(uniq, idx) else inverse
 
-        label = raw.get("label_index")
+        label = view.get("label_index")
         sample: dict[str, Any] = {
-            "video_id": raw["video_id"],
+            "video_id": view["video_id"],
             "label_index": -1 if label is None else int(label),
-            "segment": int(raw["segment"]),
-            "start_frame": int(raw["start_frame"]),
+            "segment": int(view["segment"]),
+            "start_frame": int(view["start_frame"]),
             "clip_index": clip,
             "frame_indices": torch.from_numpy(idx.astype(np.int64)),
             "flipped": flip,
             "padded": padded,
         }
         want = set(self.modalities)
-        if "rgb" in want and "rgb" in raw:
-            sample["rgb"] = self._images(raw["rgb"], uniq, gather, (h, w), box)
-        if "flow" in want and "flow_x" in raw:
-            encoding = meta.get("flow_encoding") or "jpeg"
-            sample["flow"] = self._flow(raw, encoding, uniq, gather, (h, w), box)
-        if "pose" in want and "pose" in raw:
-            sample["pose"] = self._images(raw["pose"], uniq, gather, (h, w), box)
-        if "keypoints" in want and "keypoints" in raw:
-            m = int(raw["num_persons"])
-            kp = np.asarray(raw["keypoints"], np.float32).reshape(m, n, NUM_JOINTS, 3)
+        present = view.modalities
+        for m in ("rgb", "pose"):
+            if m in want and m in present:
+                sample[m] = self._images(view, m, uniq, gather, box)
+        if "flow" in want and "flow" in present:
+            sample["flow"] = self._flow(view, uniq, gather, box)
+        if "keypoints" in want and "keypoints" in present:
+            kp = view.keypoints()
             sample["keypoints"], sample["num_persons"] = self._keypoints(kp[:, idx], box)
         return sample
 
@@ -601,20 +485,16 @@ class ShardDataset(IterableDataset):
 
     def _images(
         self,
-        frames: list[bytes],
+        view: RowView,
+        modality: str,
         uniq: np.ndarray,
         gather: np.ndarray | None,
-        size: tuple[int, int],
         box: tuple[int, int, int, int, bool],
     ) -> torch.Tensor:
         """Decode, crop and flip the frames ``uniq`` -> ``[3, T, ch, cw]`` RGB in [-1, 1]."""
         buf = np.empty((3, len(uniq), box[2], box[3]), np.uint8)
-        for k, f in enumerate(uniq):
-            image = _decode(frames[f], cv2.IMREAD_COLOR)
-            if image.shape[:2] != size:
-                raise ValueError(f"frame of shape {image.shape} in a row of size {size}")
-            # BGR -> RGB and HWC -> CHW in the one copy
-            buf[:, k] = self._window(image, box)[:, :, ::-1].transpose(2, 0, 1)
+        for k, image in enumerate(view.iter_images(modality, uniq)):
+            buf[:, k] = self._window(image, box).transpose(2, 0, 1)  # HWC -> CHW in the one copy
         if gather is not None:
             buf = buf[:, gather]
         if self.dtype == torch.uint8:
@@ -627,38 +507,30 @@ class ShardDataset(IterableDataset):
 
     def _flow(
         self,
-        raw: dict[str, Any],
-        encoding: str,
+        view: RowView,
         uniq: np.ndarray,
         gather: np.ndarray | None,
-        size: tuple[int, int],
         box: tuple[int, int, int, int, bool],
     ) -> torch.Tensor:
         """Flow at the frames ``uniq`` -> ``[2, T, ch, cw]``, pixels / 20 in [-1, 1]."""
-        if encoding not in FLOW_ENCODINGS:
-            raise ValueError(f"unknown flow encoding {encoding!r} in the shard meta")
-        xs, ys = raw["flow_x"], raw["flow_y"]
-        n_flows = len(xs)
-        h, w = size
+        quantised = view.flow_encoding != "f16"
+        n_flows = view.num_flows
         _, _, ch, cw, flip = box
-        quantised = encoding != "f16"
         buf = np.zeros((2, len(uniq), ch, cw), np.uint8 if quantised else np.float32)
         zero = np.zeros(len(uniq), bool)
+        slots, pairs = [], []
         for k, f in enumerate(uniq):
             j = int(f)
             if j >= n_flows:
                 j = n_flows - 1 if self.last_flow == "repeat" else -1
             if j < 0:
                 zero[k] = True
-                continue
-            for c, data in enumerate((xs[j], ys[j])):
-                if quantised:
-                    plane = _decode(data, cv2.IMREAD_GRAYSCALE)
-                else:
-                    plane = np.frombuffer(data, "<f2").reshape(h, w)
-                if plane.shape != size:
-                    raise ValueError(f"flow plane of shape {plane.shape} in a row of size {size}")
-                buf[c, k] = self._window(plane, box)
+            else:
+                slots.append(k)
+                pairs.append(j)
+        for k, (x, y) in zip(slots, view.iter_flow_planes(pairs), strict=True):
+            buf[0, k] = self._window(x, box)
+            buf[1, k] = self._window(y, box)
         if gather is not None:
             buf, zero = buf[:, gather], zero[gather]
         if self.dtype == torch.uint8:
@@ -694,7 +566,7 @@ class ShardDataset(IterableDataset):
         kp[..., 1] -= y0
         if flip:
             kp[..., 0] = (cw - 1) - kp[..., 0]
-            kp = kp[:, :, list(COCO_FLIP)]
+            kp = kp[:, :, list(FLIP)]
         kp[kp[..., 2] <= 0] = 0.0
         m = kp.shape[0]
         if self.max_persons is not None:

@@ -1,0 +1,296 @@
+"""Shard files behind one interface: the format is picked once, from the file's suffix.
+
+``.parquet`` files hold one row group per row (:mod:`tristream.shards.parquet`),
+``.tfrecord`` files one ``tf.train.SequenceExample`` record per row
+(:mod:`tristream.shards.tfrecord`). Everything else in the project that writes,
+lists, streams or randomly reads shard files goes through this module, so no
+other module tests a suffix.
+
+Rows here are *raw* rows (column -> Python value); decode them with
+:class:`tristream.shards.row.RowView`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tristream.shards.atomic import AtomicRowWriter
+from tristream.shards.parquet import ParquetShardWriter
+from tristream.shards.schema import COLUMNS_BY_NAME, modalities_of
+from tristream.shards.tfrecord import (
+    TFRecordShardWriter,
+    example_to_row,
+    iter_records,
+    read_record_at,
+    record_offsets,
+)
+
+#: Shard formats and their file suffixes.
+SHARD_SUFFIXES: dict[str, str] = {"parquet": ".parquet", "tfrecord": ".tfrecord"}
+#: Shard formats, in the order a folder holding several is read (Parquet first).
+SHARD_FORMATS: tuple[str, ...] = tuple(SHARD_SUFFIXES)
+
+_WRITERS: dict[str, type[AtomicRowWriter]] = {
+    "parquet": ParquetShardWriter,
+    "tfrecord": TFRecordShardWriter,
+}
+
+
+def shard_suffix(fmt: str) -> str:
+    """The file suffix (with its dot) of shard format ``fmt``; ValueError for an unknown one."""
+    try:
+        return SHARD_SUFFIXES[fmt]
+    except KeyError:
+        raise ValueError(f"unknown shard format {fmt!r}; choose one of {SHARD_FORMATS}") from None
+
+
+def shard_format(path: str | os.PathLike) -> str:
+    """``parquet`` or ``tfrecord``, from the suffix of ``path``; ValueError for any other."""
+    name = os.fspath(path)
+    for fmt, suffix in SHARD_SUFFIXES.items():
+        if name.endswith(suffix):
+            return fmt
+    raise ValueError(f"not a shard file (expected .parquet or .tfrecord): {name}")
+
+
+def shard_files(path: str | os.PathLike, fmt: str | None = None) -> list[str]:
+    """The shard files under ``path``, sorted.
+
+    ``path`` is a shard file, an output directory (its ``shards/`` folder is
+    searched) or a folder of shards. ``fmt`` (``parquet`` or ``tfrecord``)
+    restricts the suffix; when None and a directory holds both formats (a
+    ``--format both`` run), the Parquet files are returned, so each row is
+    read once. Temporary files (``.name.tmp``) never match.
+    """
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        shard_format(path)  # raises for a file that is not a shard
+        return [path]
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"no shard file or directory at {path}")
+    folder = os.path.join(path, "shards") if os.path.isdir(os.path.join(path, "shards")) else path
+    formats = (fmt,) if fmt else SHARD_FORMATS
+    for f in formats:
+        pattern = os.path.join(glob.escape(folder), f"*{shard_suffix(f)}")
+        files = sorted(glob.glob(pattern))
+        if files:
+            return files
+    return []
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def open_shard_writer(path: str, schema: pa.Schema) -> AtomicRowWriter:
+    """A writer of raw rows for the shard file ``path``, by its suffix.
+
+    A :class:`~tristream.shards.parquet.ParquetShardWriter` or a
+    :class:`~tristream.shards.tfrecord.TFRecordShardWriter` (both
+    :class:`~tristream.shards.atomic.AtomicRowWriter`): ``write(row)``, and the
+    file appears at ``path`` only when the ``with`` block (or ``close()``)
+    ends without an exception. ``schema`` is the run's Arrow schema
+    (:func:`~tristream.shards.schema.arrow_schema`).
+    """
+    return _WRITERS[shard_format(path)](path, schema)
+
+
+def write_rows(path: str, rows: Iterable[dict[str, Any]], schema: pa.Schema) -> int:
+    """Write raw ``rows`` to the shard file ``path`` (format by suffix) atomically; the count."""
+    with open_shard_writer(path, schema) as writer:
+        for row in rows:
+            writer.write(row)
+    return writer.rows
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+def _select(row: dict[str, Any], columns: Sequence[str] | None) -> dict[str, Any]:
+    if columns is None:
+        return row
+    return {c: row[c] for c in columns if c in row}
+
+
+def _parquet_columns(pf: pq.ParquetFile, columns: Sequence[str] | None) -> list[str] | None:
+    if columns is None:
+        return None
+    names = set(pf.schema_arrow.names)
+    return [c for c in columns if c in names]
+
+
+def _check_columns(columns: Sequence[str] | None) -> list[str] | None:
+    if columns is None:
+        return None
+    unknown = [c for c in columns if c not in COLUMNS_BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown shard columns {unknown}")
+    return list(columns)
+
+
+def iter_raw_rows(
+    file: str | os.PathLike, columns: Sequence[str] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Yield the raw rows of one shard file (column -> Python value), one at a time.
+
+    ``columns`` selects a subset (Parquet reads only those; TFRecord parses
+    whole records and drops the rest). Columns the file lacks (a modality the
+    run did not write) are absent keys in both formats; a null label is None.
+    """
+    path = os.fspath(file)
+    columns = _check_columns(columns)
+    if shard_format(path) == "parquet":
+        pf = pq.ParquetFile(path)
+        read = _parquet_columns(pf, columns)
+        for group in range(pf.num_row_groups):
+            yield from pf.read_row_group(group, columns=read).to_pylist()
+    else:
+        for data in iter_records(path):
+            yield _select(example_to_row(data), columns)
+
+
+# --------------------------------------------------------------------------- random access
+
+
+@dataclass(frozen=True)
+class ShardFileInfo:
+    """One shard file: its path, format and the modalities its rows hold."""
+
+    path: str
+    format: str  # "parquet" | "tfrecord"
+    modalities: tuple[str, ...]
+
+
+@dataclass
+class ShardIndex:
+    """Where each row of one shard file is, for random access with :class:`ShardRowReader`.
+
+    Row ``k`` is at ``(groups[k], positions[k])``: Parquet (row group, row
+    within it), TFRecord (0, byte offset of its record); both int64 ``[N]``.
+    ``values`` holds the scalar columns asked of :func:`index_shard`, one list
+    of N Python values per column.
+    """
+
+    info: ShardFileInfo
+    groups: np.ndarray
+    positions: np.ndarray
+    values: dict[str, list] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+
+def index_shard(path: str | os.PathLike, columns: Sequence[str] = ()) -> ShardIndex:
+    """Index the rows of one shard file, reading ``columns`` (scalar columns) of every row.
+
+    Parquet reads the footer and those columns only; TFRecord reads every
+    record header (and, when ``columns`` is not empty, parses every record).
+    """
+    path = os.fspath(path)
+    columns = _check_columns(list(columns)) or []
+    empty = np.zeros(0, np.int64)
+    if shard_format(path) == "parquet":
+        pf = pq.ParquetFile(path)
+        md = pf.metadata
+        groups = [np.full(md.row_group(g).num_rows, g, np.int64) for g in range(md.num_row_groups)]
+        positions = [np.arange(len(g), dtype=np.int64) for g in groups]
+        values: dict[str, list] = {c: [] for c in columns}
+        if columns and md.num_rows:
+            table = pf.read(columns=_parquet_columns(pf, columns))
+            values.update({name: table.column(name).to_pylist() for name in table.column_names})
+        info = ShardFileInfo(path, "parquet", modalities_of(pf.schema_arrow.names))
+        return ShardIndex(
+            info,
+            np.concatenate(groups) if groups else empty,
+            np.concatenate(positions) if positions else empty,
+            values,
+        )
+    offsets = record_offsets(path)
+    modalities: tuple[str, ...] = ()
+    values = {c: [] for c in columns}
+    if offsets:
+        with open(path, "rb") as f:
+            first = example_to_row(read_record_at(f, offsets[0]))
+            modalities = modalities_of(list(first))
+            if columns:
+                for o in offsets:
+                    row = first if o == offsets[0] else example_to_row(read_record_at(f, o))
+                    for c in columns:
+                        values[c].append(row.get(c))
+    pos = np.asarray(offsets, np.int64)
+    info = ShardFileInfo(path, "tfrecord", modalities)
+    return ShardIndex(info, np.zeros(len(pos), np.int64), pos, values)
+
+
+class ShardRowReader:
+    """Random access to raw rows of several shard files (one reader per DataLoader worker).
+
+    ``files``: the files' :class:`ShardFileInfo`; ``columns``: per file, the
+    columns to read (None: all). Keeps files open, and the last Parquet row
+    group and the last row in memory, so consecutive reads of one row read it
+    once. Not thread-safe; :meth:`close` (or a ``with`` block) closes the files.
+    """
+
+    def __init__(
+        self,
+        files: Sequence[ShardFileInfo],
+        columns: Sequence[Sequence[str] | None] | None = None,
+    ):
+        self.files = list(files)
+        self.columns = [None] * len(self.files) if columns is None else list(columns)
+        if len(self.columns) != len(self.files):
+            raise ValueError(f"{len(self.columns)} column lists for {len(self.files)} files")
+        self._handles: dict[int, Any] = {}
+        self._group_key: tuple[int, int] | None = None
+        self._group: Any = None
+        self._row_key: tuple[int, int, int] | None = None
+        self._row: dict[str, Any] | None = None
+
+    def read(self, file: int, group: int, pos: int) -> dict[str, Any]:
+        """The raw row at ``(group, pos)`` (see :class:`ShardIndex`) of file number ``file``."""
+        key = (file, group, pos)
+        if key == self._row_key and self._row is not None:
+            return self._row
+        info = self.files[file]
+        columns = self.columns[file]
+        if info.format == "parquet":
+            if self._group_key != (file, group):
+                pf = self._handles.get(file)
+                if pf is None:
+                    pf = self._handles[file] = pq.ParquetFile(info.path)
+                self._group = pf.read_row_group(group, columns=_parquet_columns(pf, columns))
+                self._group_key = (file, group)
+            row = self._group.slice(pos, 1).to_pylist()[0]
+        else:
+            f = self._handles.get(file)
+            if f is None:
+                f = self._handles[file] = open(info.path, "rb")  # closed in close()
+            data = read_record_at(f, pos)
+            if data is None:
+                raise ValueError(f"{info.path}: no record at byte {pos}")
+            row = _select(example_to_row(data), columns)
+        self._row_key, self._row = key, row
+        return row
+
+    def close(self) -> None:
+        """Close the open files and drop the cached row group and row."""
+        for handle in self._handles.values():
+            close = getattr(handle, "close", None)
+            if close is not None:
+                close()
+        self._handles.clear()
+        self._group = self._row = None
+        self._group_key = self._row_key = None
+
+    def __enter__(self) -> ShardRowReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
