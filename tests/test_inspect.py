@@ -34,8 +34,8 @@ from tristream.inspect import (
 from tristream.pipeline.config import RunConfig
 from tristream.pipeline.run import run
 from tristream.shards import read_rows
-from tristream.shards.codec import encode_flow, encode_frames
-from tristream.shards.parquet import write_parquet_rows
+from tristream.shards.files import write_rows
+from tristream.shards.row import encode_row
 from tristream.shards.schema import arrow_schema
 from tristream.transforms.decode import decode_video
 from tristream.transforms.flowviz import flow_to_color
@@ -207,18 +207,16 @@ def pose_out(tmp_path_factory, bikes):
                     boxes[m, k] = _box(kps[m, k])
         flow = np.zeros((t - 1, *frames.shape[1:3], 2), np.float32)
         flow[..., 0] = 2.0
-        flow_x, flow_y = encode_flow(flow)
-        rows.append({
-            "video_id": "hand", "source": bikes, "label": None, "label_index": None,
-            "segment": seg, "start_frame": start, "num_frames": t, "fps": 25.0,
-            "height": frames.shape[1], "width": frames.shape[2],
-            "rgb": encode_frames(seg_frames), "flow_x": flow_x, "flow_y": flow_y,
-            "pose": encode_frames(render_segment(seg_frames, kps, DEFAULT)),
-            "keypoints": kps.ravel().tolist(), "boxes": boxes.ravel().tolist(),
-            "track_ids": tracks, "num_persons": len(tracks), "meta": meta,
-        })  # fmt: skip
+        rows.append(
+            encode_row(
+                video_id="hand", source=bikes, label=None, label_index=None, segment=seg,
+                start_frame=start, fps=25.0, frames=seg_frames, flow=flow,
+                pose_frames=render_segment(seg_frames, kps, DEFAULT), keypoints=kps,
+                boxes=boxes, track_ids=np.asarray(tracks), meta=meta,
+            )
+        )  # fmt: skip
     schema = arrow_schema(("rgb", "flow", "pose", "keypoints"))
-    write_parquet_rows(str(out / "shards" / "train-00000-of-00001.parquet"), rows, schema)
+    write_rows(str(out / "shards" / "train-00000-of-00001.parquet"), rows, schema)
     return str(out), frames
 
 

@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 
+from tristream.shards.coco import NUM_JOINTS
 from tristream.shards.reader import read_rows
-from tristream.shards.schema import NUM_JOINTS
 from tristream.transforms.skeletons import save_skeletons, to_annotation
 
 

@@ -15,17 +15,21 @@ import json
 import os
 import sys
 from collections import defaultdict
-from collections.abc import Iterator
 from typing import Any
 
 import cv2
 import numpy as np
 import pyarrow.parquet as pq
 
-from tristream.shards.codec import decode_flow, decode_image
-from tristream.shards.reader import iter_raw_rows, parse_meta, shard_files
-from tristream.shards.schema import COLUMNS_BY_NAME, NUM_JOINTS
-from tristream.shards.tfrecord import iter_tfrecord_rows
+from tristream.shards.files import (
+    ShardRowReader,
+    index_shard,
+    iter_raw_rows,
+    shard_files,
+    shard_format,
+)
+from tristream.shards.row import RowView
+from tristream.shards.schema import COLUMNS_BY_NAME
 from tristream.transforms.flowviz import color_wheel_legend, flow_to_color
 from tristream.transforms.render import RenderStyle, render_pose
 
@@ -62,34 +66,21 @@ def tile_origin(row: int, col: int, tile_h: int, tile_w: int) -> tuple[int, int]
 # --------------------------------------------------------------------------- one video's rows
 
 
-def _parquet_video_rows(path: str, video_id: str | None) -> Iterator[dict[str, Any]]:
-    """Raw rows of one video (or of every video when None) in a Parquet shard.
-
-    Reads only the ``video_id`` column of row groups of other videos.
-    """
-    pf = pq.ParquetFile(path)
-    for g in range(pf.num_row_groups):
-        if video_id is not None:
-            ids = pf.read_row_group(g, columns=["video_id"]).column(0).to_pylist()
-            if video_id not in ids:
-                continue
-        for row in pf.read_row_group(g).to_pylist():
-            if video_id is None or row["video_id"] == video_id:
-                yield row
-
-
 def _first_video_id(files: list[str]) -> str | None:
     for file in files:
-        if file.endswith(".parquet"):
-            pf = pq.ParquetFile(file)
-            for g in range(pf.num_row_groups):
-                ids = pf.read_row_group(g, columns=["video_id"]).column(0).to_pylist()
-                if ids:
-                    return ids[0]
-        else:
-            for row in iter_tfrecord_rows(file):
-                return row["video_id"]
+        for row in iter_raw_rows(file, columns=["video_id"]):
+            return row["video_id"]
     return None
+
+
+def _video_rows_in(file: str, video_id: str) -> list[dict]:
+    """The raw rows of ``video_id`` in one shard file (only their ``video_id`` read of the rest)."""
+    index = index_shard(file, ["video_id"])
+    wanted = [k for k, vid in enumerate(index.values["video_id"]) if vid == video_id]
+    if not wanted:
+        return []
+    with ShardRowReader([index.info]) as reader:
+        return [reader.read(0, int(index.groups[k]), int(index.positions[k])) for k in wanted]
 
 
 def video_raw_rows(out_dir: str | os.PathLike, video_id: str | None = None) -> list[dict]:
@@ -108,10 +99,7 @@ def video_raw_rows(out_dir: str | os.PathLike, video_id: str | None = None) -> l
             raise ValueError(f"the shards under {out_dir} hold no rows")
     rows: list[dict] = []
     for file in files:
-        if file.endswith(".parquet"):
-            rows.extend(_parquet_video_rows(file, video_id))
-        else:
-            rows.extend(r for r in iter_tfrecord_rows(file) if r["video_id"] == video_id)
+        rows.extend(_video_rows_in(file, video_id))
     if not rows:
         raise ValueError(f"video {video_id!r} is not in the shards under {out_dir}")
     return sorted(rows, key=lambda r: (r["segment"], r["start_frame"]))
@@ -128,21 +116,21 @@ class VideoFrames:
     """
 
     def __init__(self, rows: list[dict]):
-        self.rows = rows
-        self.meta = parse_meta(rows[0])
+        self.rows = [RowView(r) for r in rows]
+        self.meta = self.rows[0].meta
         self.base = int(rows[0]["start_frame"])
         self.num_frames = max(int(r["start_frame"]) + int(r["num_frames"]) for r in rows)
         self.num_frames -= self.base
-        self.height, self.width = int(rows[0]["height"]), int(rows[0]["width"])
+        self.height, self.width = self.rows[0].height, self.rows[0].width
 
     def has(self, column: str) -> bool:
         return column in self.rows[0]
 
-    def _locate(self, i: int, pairs: bool = False) -> tuple[dict, int] | None:
+    def _locate(self, i: int, pairs: bool = False) -> tuple[RowView, int] | None:
         """The first row holding frame ``i`` (or flow pair ``i -> i+1``) and its index there."""
         for row in self.rows:
             k = i - (int(row["start_frame"]) - self.base)
-            n = int(row["num_frames"]) - (1 if pairs else 0)
+            n = row.num_frames - (1 if pairs else 0)
             if 0 <= k < n:
                 return row, k
         return None
@@ -153,7 +141,7 @@ class VideoFrames:
         if found is None:
             raise IndexError(f"frame {i} is in no row of {self.rows[0]['video_id']!r}")
         row, k = found
-        return decode_image(row[column][k])
+        return next(row.iter_images(column, [k]))
 
     def flow(self, i: int) -> np.ndarray | None:
         """float32 ``[H, W, 2]``: flow from frame ``i`` to ``i + 1`` in pixels; None if absent."""
@@ -161,9 +149,7 @@ class VideoFrames:
         if found is None:
             return None
         row, k = found
-        encoding = parse_meta(row).get("flow_encoding") or "jpeg"
-        return decode_flow([row["flow_x"][k]], [row["flow_y"][k]], encoding,
-                           self.height, self.width)[0]  # fmt: skip
+        return row.flow([k])[0]
 
     def persons(self, i: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """The persons present at frame ``i``: ``(track_id, keypoints [17, 3], box [5])``.
@@ -174,12 +160,11 @@ class VideoFrames:
         if found is None:
             return []
         row, k = found
-        m, t = int(row["num_persons"]), int(row["num_frames"])
-        kp = np.asarray(row["keypoints"], np.float32).reshape(m, t, NUM_JOINTS, 3)
-        boxes = np.asarray(row["boxes"], np.float32).reshape(m, t, 5)
-        ids = np.asarray(row["track_ids"], np.int64).reshape(m)
+        kp, boxes, ids = row.keypoints(), row.boxes(), row.track_ids()
         return [
-            (int(ids[p]), kp[p, k], boxes[p, k]) for p in range(m) if (kp[p, k, :, 2] > 0).any()
+            (int(ids[p]), kp[p, k], boxes[p, k])
+            for p in range(row.num_persons)
+            if (kp[p, k, :, 2] > 0).any()
         ]
 
 
@@ -354,7 +339,7 @@ def modality_bytes(out_dir: str | os.PathLike) -> tuple[dict[str, int], str]:
     """
     files = shard_files(out_dir)
     sizes: dict[str, int] = defaultdict(int)
-    if files and files[0].endswith(".parquet"):
+    if files and shard_format(files[0]) == "parquet":
         for file in files:
             md = pq.ParquetFile(file).metadata
             columns = 0
@@ -368,7 +353,7 @@ def modality_bytes(out_dir: str | os.PathLike) -> tuple[dict[str, int], str]:
             sizes["footer"] += max(os.path.getsize(file) - columns, 0)
         return dict(sizes), "parquet columns"
     for file in files:
-        for row in iter_tfrecord_rows(file):
+        for row in iter_raw_rows(file):
             for name, value in row.items():
                 sizes[_modality(name)] += _value_bytes(value)
     return dict(sizes), "tfrecord values"
@@ -390,15 +375,12 @@ def _value_bytes(value: Any) -> int:
 
 def _row_index(out_dir: str | os.PathLike) -> list[tuple[str, int, int]]:
     """``(video_id, start_frame, num_frames)`` of every row (Parquet: those columns only)."""
-    out = []
-    for file in shard_files(out_dir):
-        if file.endswith(".parquet"):
-            table = pq.read_table(file, columns=["video_id", "start_frame", "num_frames"])
-            out.extend(zip(*(table.column(i).to_pylist() for i in range(3))))
-        else:
-            out.extend((r["video_id"], r["start_frame"], r["num_frames"])
-                       for r in iter_raw_rows(file))  # fmt: skip
-    return out
+    columns = ["video_id", "start_frame", "num_frames"]
+    return [
+        (r["video_id"], r["start_frame"], r["num_frames"])
+        for file in shard_files(out_dir)
+        for r in iter_raw_rows(file, columns)
+    ]
 
 
 def _mb(n: float) -> str:
@@ -451,7 +433,7 @@ def summary(out_dir: str | os.PathLike, max_videos: int = 20) -> str:
                 for v, segs in per_video.items()}  # fmt: skip
     stored = sum(n for _, _, n in index)
     on_disk = sum(os.path.getsize(f) for f in files)
-    kind = "parquet" if files and files[0].endswith(".parquet") else "tfrecord"
+    kind = shard_format(files[0]) if files else "tfrecord"
     lines.append(
         f"shards ({kind}): {len(files)} files, {len(per_video)} videos, {len(index)} rows, "
         f"{sum(distinct.values())} frames ({stored} stored), {_mb(on_disk)}"
