@@ -39,6 +39,33 @@ def carphone(videos_dir: Path) -> str:
     return str(videos_dir / "carphone_pristine.mp4")
 
 
+@pytest.fixture(params=["system", "wheel"])
+def ffmpeg_build(request, monkeypatch) -> str:
+    """Run the test under each ffmpeg build in turn; the value is "system" or "wheel".
+
+    "system" is the distribution's ffmpeg and ffprobe (``/usr/bin``, or
+    ``$TRISTREAM_SYSTEM_FFMPEG``; `.ci/run` installs them), "wheel" the
+    imageio-ffmpeg binary without ffprobe (probes parse ``ffmpeg -i``). Both are
+    chosen through ``$TRISTREAM_FFMPEG`` / ``$TRISTREAM_FFPROBE``. A missing
+    system ffmpeg is an error, not a skip.
+    """
+    from tests.helpers import FFMPEG, SYSTEM_FFMPEG, SYSTEM_FFPROBE
+
+    if request.param == "system":
+        for exe in (SYSTEM_FFMPEG, SYSTEM_FFPROBE):
+            if not os.access(exe, os.X_OK):
+                raise FileNotFoundError(
+                    f"{exe} not found: install the distribution's ffmpeg "
+                    "(`apt-get install ffmpeg`) or set TRISTREAM_SYSTEM_FFMPEG"
+                )
+        monkeypatch.setenv("TRISTREAM_FFMPEG", SYSTEM_FFMPEG)
+        monkeypatch.setenv("TRISTREAM_FFPROBE", SYSTEM_FFPROBE)
+    else:
+        monkeypatch.setenv("TRISTREAM_FFMPEG", FFMPEG)
+        monkeypatch.setenv("TRISTREAM_FFPROBE", "")
+    return request.param
+
+
 @pytest.fixture
 def torch_threads():
     """torch's CPU thread count as the test found it, restored afterwards."""

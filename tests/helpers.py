@@ -5,6 +5,7 @@ Nothing here calls tristream, so tests can compare tristream's output with it.
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import cv2
@@ -12,6 +13,10 @@ import imageio_ffmpeg
 import numpy as np
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+#: The distribution's ffmpeg (Debian's 5.1 here; `.ci/run` installs it) and its ffprobe.
+#: Decode tests run under it and under the wheel's :data:`FFMPEG` (which has no ffprobe).
+SYSTEM_FFMPEG = os.environ.get("TRISTREAM_SYSTEM_FFMPEG", "/usr/bin/ffmpeg")
+SYSTEM_FFPROBE = os.path.join(os.path.dirname(SYSTEM_FFMPEG), "ffprobe")
 
 
 def ffmpeg(*args: str) -> None:
@@ -30,6 +35,24 @@ def reference_frames(
         check=True, capture_output=True,
     ).stdout  # fmt: skip
     return np.frombuffer(out, np.uint8).reshape(-1, height, width, 3)
+
+
+def ffmpeg_scale_minus2_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(width, height) that ffmpeg's ``scale=-2:S`` (``S:-2`` when portrait) gives a frame.
+
+    Runs the wheel's ffmpeg on one synthetic ``width`` x ``height`` test frame
+    and reads the size from the PPM header it writes.
+    """
+    vf = f"scale=-2:{short_side}" if width >= height else f"scale={short_side}:-2"
+    out = subprocess.run(
+        [FFMPEG, "-nostdin", "-loglevel", "error", "-f", "lavfi",
+         "-i", f"testsrc=size={width}x{height}:rate=1", "-frames:v", "1", "-vf", vf,
+         "-f", "image2pipe", "-vcodec", "ppm", "-"],
+        check=True, capture_output=True,
+    ).stdout  # fmt: skip
+    magic, w, h = out.split(maxsplit=3)[:3]
+    assert magic == b"P6"
+    return int(w), int(h)
 
 
 def reference_flow(frames: np.ndarray) -> np.ndarray:

@@ -1,28 +1,94 @@
-"""Decoding real videos with ffmpeg: frame counts, sizes, ranges, segments, errors."""
+"""Decoding real videos with ffmpeg: frame counts, sizes, ranges, segments, errors.
+
+The size and pixel tests run under both ffmpeg builds (the ``ffmpeg_build``
+fixture): the distribution's (Debian 5.1) and the imageio-ffmpeg wheel's (9.0).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tests.helpers import FFMPEG, ffmpeg, reference_frames
+from tests.helpers import FFMPEG, ffmpeg, ffmpeg_scale_minus2_size, reference_frames
 from tristream.transforms import decode
-from tristream.transforms.decode import DecodeError, decode_segments, decode_video, probe
+from tristream.transforms.decode import (
+    DecodeError,
+    VideoInfo,
+    decode_command,
+    decode_segments,
+    decode_video,
+    output_size,
+    probe,
+)
 
 
-def test_bikes_at_25_fps_short_side_256(bikes):
-    frames = decode_video(bikes)
-    # 10 s at 25 fps; 640x272 -> short side 256, width 640*256/272 = 602.4 -> even 602.
-    assert frames.shape == (250, 256, 602, 3)
-    assert frames.dtype == np.uint8
-    ref = reference_frames(bikes, 25, 256, 602)
+@pytest.mark.parametrize(
+    ("width", "height", "short_side", "expected"),
+    [
+        (640, 272, 256, (602, 256)),  # 602.35 -> 602
+        (640, 272, 64, (150, 64)),  # 150.59 -> 150 (ffmpeg 5.1's aspect options gave 152)
+        (640, 272, 48, (112, 48)),  # 112.94 -> 112 (5.1: 114)
+        (176, 144, 64, (78, 64)),  # 78.22 -> 78
+        (176, 144, 32, (40, 32)),  # 39.11 -> 40
+        (640, 480, 256, (342, 256)),  # 341.33 -> 342 (0.67 away; 340 is 1.33 away)
+        (1920, 1080, 256, (456, 256)),  # 455.11 -> 456
+        (300, 200, 198, (298, 198)),  # exactly 297, halfway: the larger even integer
+        (200, 300, 198, (198, 298)),  # portrait: the same, sides swapped
+        (176, 144, 45, (56, 45)),  # an odd short side is kept; 55 is halfway -> 56
+        (100, 100, 45, (45, 45)),  # a square stays square
+    ],
+)
+def test_output_size_rule(width, height, short_side, expected):
+    assert output_size(width, height, short_side) == expected
+
+
+def test_output_size_is_ffmpeg_scale_minus_2_for_even_short_sides():
+    cases = [(640, 272, s) for s in (16, 48, 64, 112, 200, 320, 512)]
+    cases += [(176, 144, s) for s in (48, 112, 256)]
+    cases += [(300, 200, 198), (200, 300, 198), (300, 200, 202), (1080, 1920, 256)]
+    cases += [(354, 200, 100), (640, 480, 256)]
+    for w, h, s in cases:
+        assert output_size(w, h, s) == ffmpeg_scale_minus2_size(w, h, s), (w, h, s)
+
+
+def test_output_size_rejects_unknown_sizes():
+    with pytest.raises(DecodeError, match="unknown frame size"):
+        output_size(0, 144, 64)
+    with pytest.raises(ValueError, match="short_side"):
+        output_size(176, 144, 0)
+
+
+@pytest.mark.parametrize(
+    ("video", "short_side", "shape"),
+    [
+        # 10 s at 25 fps; 640x272: 640*256/272 = 602.35 -> 602, 640*64/272 = 150.59 -> 150.
+        ("bikes", 256, (250, 256, 602, 3)),
+        ("bikes", 64, (250, 64, 150, 3)),
+        # 120 frames at 29.97 fps = 4.004 s -> 100 frames at 25 fps;
+        # 176x144: 176*256/144 = 312.89 -> 312, 176*64/144 = 78.22 -> 78.
+        ("carphone", 256, (100, 256, 312, 3)),
+        ("carphone", 64, (100, 64, 78, 3)),
+    ],
+)
+def test_same_sizes_and_pixels_under_every_ffmpeg(video, short_side, shape, ffmpeg_build, request):
+    """Under either build, tristream's frames equal the wheel's CLI with an explicit scale.
+
+    Under the system build this compares Debian's ffmpeg with the wheel's, pixel for pixel.
+    """
+    path = request.getfixturevalue(video)
+    frames = decode_video(path, short_side=short_side)
+    assert frames.shape == shape and frames.dtype == np.uint8
+    ref = reference_frames(path, 25, shape[1], shape[2])
     assert np.array_equal(frames, ref)
 
 
-def test_carphone_resampled_from_29_97_to_25_fps(carphone):
-    frames = decode_video(carphone, short_side=64)
-    # 120 frames at 29.97 fps = 4.004 s -> 100 frames at 25 fps; 176x144 -> 78x64.
-    assert frames.shape == (100, 64, 78, 3)
+def test_given_info_sets_the_size_without_probing(carphone):
+    info = probe(carphone)
+    assert "scale=78:64:flags=bilinear" in " ".join(decode_command(carphone, 25, 64, info=info))
+    # A (wrong) square info is taken at its word: the frames come out square.
+    square = VideoInfo(width=100, height=100, fps=info.fps, duration=None, codec="h264")
+    frames = decode_video(carphone, short_side=64, info=square, end=1)
+    assert frames.shape == (25, 64, 64, 3)
 
 
 def test_fps_zero_keeps_source_rate_and_short_side_zero_keeps_size(carphone):
@@ -86,8 +152,11 @@ def test_unreadable_inputs_raise_readable_errors(tmp_path):
     text.write_text("this is not a video\n" * 50)
     with pytest.raises(DecodeError, match="not a readable video"):
         probe(str(text))
-    with pytest.raises(DecodeError, match="ffmpeg exit"):
+    # A resize probes first; without one, ffmpeg itself is the first to fail.
+    with pytest.raises(DecodeError, match="not a readable video"):
         list(decode_segments(str(text)))
+    with pytest.raises(DecodeError, match="ffmpeg exit"):
+        list(decode_segments(str(text), short_side=0))
 
 
 def test_truncated_file_fails_before_its_last_segment(bikes, tmp_path):
@@ -114,12 +183,15 @@ def test_too_few_frames_is_an_error(bikes, tmp_path):
         list(decode_segments(str(one), short_side=32, min_frames=2))
 
 
-def test_rotated_video_is_decoded_upright_with_its_short_side_resized(carphone, tmp_path):
+def test_rotated_video_is_decoded_upright_with_its_short_side_resized(
+    carphone, tmp_path, ffmpeg_build
+):
     rotated = str(tmp_path / "rotated.mp4")
     # Same stream, with a display matrix saying "rotate by 90 degrees".
     ffmpeg("-display_rotation", "90", "-i", carphone, "-t", "1", "-c", "copy", rotated)
     info = probe(rotated)
     assert abs(info.rotation) == 90 and (info.width, info.height) == (176, 144)
+    assert info.display_size == (144, 176)
     frames = decode_video(rotated, short_side=64)
     upright = decode_video(carphone, short_side=64, end=1)
     # Portrait now: 144x176 -> 64x78 (width x height), and the picture is the

@@ -2,15 +2,23 @@
 
 ffmpeg-python builds the command line; the binary is, in order: the path in
 ``$TRISTREAM_FFMPEG``, ``ffmpeg`` on ``PATH``, or the one bundled with the
-``imageio-ffmpeg`` wheel. Frames come through a pipe as a PPM image stream, so
-the frame size (after ffmpeg's automatic rotation and our resize) is read from
-each frame's header rather than guessed, and memory holds one segment at a time.
+``imageio-ffmpeg`` wheel. Frames come through a pipe as a PPM image stream,
+and memory holds one segment at a time.
+
+The output size is computed here, by :func:`output_size`, from the probed size
+after display rotation, and handed to ffmpeg as an explicit ``scale=W:H``:
+ffmpeg's own aspect-keeping options round differently from one release to the
+next (Debian's 5.1 makes bikes.mp4 152x64 at short side 64, the 9.0 wheel
+150x64), and the shards must not depend on which binary decoded them. Given the
+size, the pixels agree too: ffmpeg 5.1 and 9.0 give byte-identical rgb24 frames
+for the sample videos (see ``docs/decoding.md``).
 """
 
 from __future__ import annotations
 
 import collections
 import json
+import math
 import os
 import re
 import shutil
@@ -43,6 +51,17 @@ class VideoInfo:
     duration: float | None
     codec: str
     rotation: int = 0
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) in pixels as displayed: swapped for a 90 or 270 degree rotation.
+
+        ffmpeg rotates the frames upright before any filter, so this is the
+        size the resize starts from.
+        """
+        if abs(self.rotation) % 180 == 90:
+            return self.height, self.width
+        return self.width, self.height
 
 
 @dataclass(frozen=True)
@@ -202,19 +221,51 @@ def probe(path: str, timeout: float | None = 60.0) -> VideoInfo:
         raise DecodeError(f"probe timed out after {timeout:.1f} s") from exc
 
 
+def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """Size ``(width, height)`` in pixels of frames resized to ``short_side``, aspect kept.
+
+    The rule, in exact rational arithmetic (no floating point):
+
+    - the short side becomes ``short_side`` exactly;
+    - the long side becomes the even integer nearest to
+      ``long * short_side / short``; a value exactly halfway between two even
+      integers (an odd integer) goes to the larger one;
+    - a square source stays square: ``(short_side, short_side)``.
+
+    For an even ``short_side`` this is what ``ffmpeg -vf scale=-2:S`` (``S:-2``
+    for portrait) gives, e.g. 640x272 -> 602x256 at 256 and 150x64 at 64,
+    640x480 -> 342x256. ``width``/``height`` are the displayed size (after rotation,
+    see :attr:`VideoInfo.display_size`); pixels are taken as square (the sample
+    aspect ratio is ignored, as ffmpeg's scale filter does).
+    """
+    if width <= 0 or height <= 0:
+        raise DecodeError(f"unknown frame size {width}x{height}: cannot resize")
+    if short_side <= 0:
+        raise ValueError(f"short_side must be positive, got {short_side}")
+    if width == height:
+        return short_side, short_side
+    long, short = max(width, height), min(width, height)
+    # Nearest even integer to x = long * S / short: 2 * floor(x / 2 + 1/2).
+    half = Fraction(long * short_side, 2 * short)
+    long_out = 2 * math.floor(half + Fraction(1, 2))
+    return (long_out, short_side) if width > height else (short_side, long_out)
+
+
 def decode_command(
     path: str,
     fps: float = 25.0,
     short_side: int = 256,
     start: float | None = None,
     end: float | None = None,
+    info: VideoInfo | None = None,
 ) -> list[str]:
     """Build the ffmpeg command line that writes RGB PPM frames to stdout.
 
     ``fps`` > 0 resamples with ffmpeg's fps filter (0 keeps the source rate);
-    ``short_side`` > 0 resizes bilinearly so the shorter side has that many
-    pixels, aspect ratio kept, the other side rounded to an even number (0 keeps
-    the decoded size); ``start``/``end`` (seconds) select a time range.
+    ``short_side`` > 0 resizes bilinearly (``scale=W:H:flags=bilinear``) to the
+    size :func:`output_size` gives for the displayed size of ``info`` (the
+    video is probed when ``info`` is None); 0 keeps the decoded size.
+    ``start``/``end`` (seconds) select a time range.
     """
     input_kwargs: dict[str, float] = {}
     if start is not None and start > 0:
@@ -228,16 +279,10 @@ def decode_command(
     if fps and fps > 0:
         stream = stream.filter("fps", fps=fps)
     if short_side and short_side > 0:
-        # "increase" keeps the aspect and makes both sides >= short_side, i.e.
-        # the short side equals short_side; even sizes keep every codec happy.
-        stream = stream.filter(
-            "scale",
-            w=short_side,
-            h=short_side,
-            force_original_aspect_ratio="increase",
-            force_divisible_by=2,
-            flags="bilinear",
-        )
+        if info is None:
+            info = probe(path)
+        width, height = output_size(*info.display_size, short_side)
+        stream = stream.filter("scale", width, height, flags="bilinear")
     out = ffmpeg.output(stream, "pipe:", format="image2pipe", vcodec="ppm", pix_fmt="rgb24")
     out = out.global_args("-nostdin", "-hide_banner", "-loglevel", "error")
     return out.compile(cmd=ffmpeg_exe())
@@ -277,16 +322,20 @@ def decode_segments(
     end: float | None = None,
     timeout: float | None = None,
     min_frames: int = 1,
+    info: VideoInfo | None = None,
 ) -> Iterator[Segment]:
     """Decode ``path`` and yield :class:`Segment` s of at most ``max_frames`` frames.
 
     Consecutive segments overlap by one frame (the last frame of segment k is
     the first of segment k+1), so each pair of consecutive frames lies in
     exactly one segment. Frames are uint8 ``[T, H, W, 3]`` RGB after ffmpeg's
-    rotation, the fps filter and the resize (see :func:`decode_command`).
-    Memory holds at most one segment. ``timeout`` (seconds) kills a hung
-    decode. Raises :class:`DecodeError` with ffmpeg's reason on failure, when
-    fewer than ``min_frames`` frames are decoded, and for a truncated file
+    rotation, the fps filter and the resize (see :func:`decode_command`; the
+    size comes from :func:`output_size`). ``info`` is the video's
+    :func:`probe` result, when the caller has it; without it a resize probes
+    the video first (within ``timeout``). Memory holds at most one segment.
+    ``timeout`` (seconds) kills a hung decode. Raises :class:`DecodeError`
+    with ffmpeg's reason on failure (with the probe's for an unreadable file),
+    when fewer than ``min_frames`` frames are decoded, and for a truncated file
     (ffmpeg's demuxer reports a partial file) — always before the segment
     marked ``is_last`` is yielded, so a consumer never takes a failed video
     for a complete one.
@@ -294,7 +343,9 @@ def decode_segments(
     if max_frames < 2:
         raise ValueError("max_frames must be at least 2 (segments overlap by one frame)")
     _check_readable(path)
-    cmd = decode_command(path, fps=fps, short_side=short_side, start=start, end=end)
+    if info is None and short_side and short_side > 0:
+        info = probe(path, timeout=timeout)
+    cmd = decode_command(path, fps=fps, short_side=short_side, start=start, end=end, info=info)
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
