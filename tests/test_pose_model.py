@@ -184,8 +184,10 @@ def test_preprocess_is_imagenet_normalisation_of_rgb():
     pm = PoseModel.from_module(PoseResNet(18), device="cpu")
     crops = torch.randint(0, 256, (2, IN_H, IN_W, 3), dtype=torch.uint8)
     x = pm.preprocess(crops)
-    ref = crops.permute(0, 3, 1, 2).float() / 255 - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    ref = ref / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    # The published ImageNet statistics, written out: not the module's own constants.
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    ref = (crops.permute(0, 3, 1, 2).float() / 255 - mean) / std
     assert x.shape == (2, 3, IN_H, IN_W) and torch.allclose(x, ref, atol=1e-6)
     pm.channel_order = "BGR"
     assert torch.allclose(pm.preprocess(crops)[:, 0], ((crops[..., 2] / 255 - 0.485) / 0.229))
