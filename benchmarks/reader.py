@@ -51,15 +51,13 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader
 
 from tristream.shards import ShardDataset, read_rows, shard_files
-from tristream.shards.codec import encode_flow, encode_frames
-from tristream.shards.parquet import write_parquet_rows
+from tristream.shards.files import iter_raw_rows, shard_format, write_rows
+from tristream.shards.row import encode_row
 from tristream.shards.schema import arrow_schema
-from tristream.shards.tfrecord import example_to_row, iter_records, write_tfrecord_rows
 
 HEIGHT, WIDTH = 256, 340
 IMAGE_COLUMNS = {"rgb": ("rgb",), "flow": ("flow_x", "flow_y"), "pose": ("pose",)}
@@ -80,36 +78,33 @@ def synthetic_row(index: int, frames: int, modalities: tuple[str, ...]) -> dict:
     pad = frames + 8
     tex = _texture(rng, 3, pad)
     rgb = np.stack([tex[pad - t : pad - t + HEIGHT, pad : pad + WIDTH] for t in range(frames)])
-    row: dict = {
-        "video_id": f"synthetic{index:04d}",
-        "source": f"synthetic://{index}",
-        "label": "class0",
-        "label_index": index % 10,
-        "segment": 0,
-        "start_frame": 0,
-        "num_frames": frames,
-        "fps": 25.0,
-        "height": HEIGHT,
-        "width": WIDTH,
-        "rgb": encode_frames(rgb, "jpeg", 95),
-    }
+    flow = pose = kp = None
     if "flow" in modalities:
         field = (_texture(rng, 2, 0).astype(np.float32) - 128.0) / 16.0  # about +-8 px
         flow = np.stack([np.roll(field, t, axis=0) for t in range(frames - 1)])
-        row["flow_x"], row["flow_y"] = encode_flow(flow, "jpeg", 95)
     if "pose" in modalities:
-        row["pose"] = encode_frames(np.ascontiguousarray(rgb[..., ::-1]), "jpeg", 95)
+        pose = np.ascontiguousarray(rgb[..., ::-1])
+    m = 2
     if "keypoints" in modalities:
-        m = 2
         kp = rng.uniform(0, [WIDTH, HEIGHT, 1], (m, frames, 17, 3)).astype(np.float32)
-        row.update(
-            keypoints=kp.ravel().tolist(),
-            boxes=np.zeros((m, frames, 5), np.float32).ravel().tolist(),
-            track_ids=list(range(m)),
-            num_persons=m,
-        )
-    row["meta"] = '{"flow_encoding": "jpeg", "schema_version": 1}'
-    return row
+    return encode_row(
+        video_id=f"synthetic{index:04d}",
+        source=f"synthetic://{index}",
+        label="class0",
+        label_index=index % 10,
+        segment=0,
+        start_frame=0,
+        fps=25.0,
+        frames=rgb,
+        flow=flow,
+        pose_frames=pose,
+        keypoints=kp,
+        boxes=None if kp is None else np.zeros((m, frames, 5), np.float32),
+        track_ids=None if kp is None else np.arange(m),
+        meta='{"flow_encoding": "jpeg", "schema_version": 1}',
+        flow_encoding="jpeg",
+        jpeg_quality=95,
+    )
 
 
 def write_synthetic(
@@ -119,10 +114,7 @@ def write_synthetic(
     for k in range(files):
         part = all_rows[k::files]
         path = os.path.join(folder, f"train-{k:05d}-of-{files:05d}.{fmt}")
-        if fmt == "parquet":
-            write_parquet_rows(path, part, arrow_schema(tuple(modalities)))
-        else:
-            write_tfrecord_rows(path, part)
+        write_rows(path, part, arrow_schema(tuple(modalities)))
     return folder
 
 
@@ -148,16 +140,9 @@ def baseline(files: list[str], modalities: tuple[str, ...], clip_len: int) -> It
     """pyarrow (or the TFRecord parser) + cv2.imdecode of one centre clip per row."""
     columns = ["num_frames"] + [c for m in modalities for c in IMAGE_COLUMNS.get(m, ())]
     for path in files:
-        if path.endswith(".parquet"):
-            pf = pq.ParquetFile(path)
-            for g in range(pf.num_row_groups):
-                for row in pf.read_row_group(g, columns=columns).to_pylist():
-                    _decode_clip(row, modalities, clip_len)
-                    yield 1
-        else:
-            for data in iter_records(path):
-                _decode_clip(example_to_row(data), modalities, clip_len)
-                yield 1
+        for row in iter_raw_rows(path, columns):
+            _decode_clip(row, modalities, clip_len)
+            yield 1
 
 
 def whole_rows(files: list[str], modalities: tuple[str, ...], clip_len: int) -> Iterator[int]:
@@ -258,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
               f"python {platform.python_version()}, torch {torch.__version__}, "
               f"opencv {cv2.__version__}")  # fmt: skip
 
-        reader_name = "pyarrow" if files[0].endswith(".parquet") else "TFRecord parser"
+        reader_name = "pyarrow" if shard_format(files[0]) == "parquet" else "TFRecord parser"
         configs: list[tuple[Result, Callable[[int], Iterator[int]]]] = [
             (
                 Result(f"baseline: {reader_name} + cv2.imdecode (clip frames)"),
