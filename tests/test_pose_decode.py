@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from tristream.models.pose_resnet import PoseModel
+from tristream.shards.coco import FLIP_PAIRS
 from tristream.transforms.pose import (
-    COCO_FLIP_PAIRS,
     PoseEstimator,
     box_to_center_scale,
     crop_persons,
@@ -198,7 +198,7 @@ def test_flip_back_mirrors_swaps_and_shifts():
     rng = np.random.default_rng(4)
     hm = torch.from_numpy(rng.random((2, 17, 8, 6)).astype(np.float32))
     perm = list(range(17))
-    for a, b in COCO_FLIP_PAIRS:
+    for a, b in FLIP_PAIRS:
         perm[a], perm[b] = b, a
     flipped = hm.flip(-1)[:, perm]  # what a perfect model would see on the mirrored crop
     assert torch.equal(flip_back(flipped, shift=False), hm)

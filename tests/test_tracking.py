@@ -17,9 +17,9 @@ import pytest
 from skimage import data
 
 from tristream.models.common import box_iou, nms
+from tristream.shards.coco import OKS_SIGMAS
 from tristream.transforms.flow import compute_flow
 from tristream.transforms.tracking import (
-    OKS_SIGMAS,
     FlowTracker,
     PersonTracks,
     joints_box,

@@ -2,7 +2,9 @@
 
 The writer (the pipeline) and the reader both build their schema from
 :data:`COLUMNS`; nothing else in the project spells a column type. One row is
-one segment of one video (DESIGN.md, "Shard contract").
+one segment of one video (DESIGN.md, "Shard contract"). The row layout is
+built and read in :mod:`tristream.shards.row`, the COCO-17 facts (joint
+count and order) live in :mod:`tristream.shards.coco`.
 """
 
 from __future__ import annotations
@@ -12,9 +14,6 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 SCHEMA_VERSION = 1
-
-#: Joints per person (COCO-17 order).
-NUM_JOINTS = 17
 
 
 @dataclass(frozen=True)

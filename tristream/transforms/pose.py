@@ -45,10 +45,9 @@ import torch
 import torch.nn.functional as F
 
 from tristream.models.pose_resnet import PoseModel
+from tristream.shards.coco import FLIP_PAIRS, NUM_JOINTS
 
 __all__ = [
-    "COCO_KEYPOINTS",
-    "COCO_FLIP_PAIRS",
     "DECODERS",
     "Crops",
     "PoseEstimator",
@@ -62,26 +61,6 @@ __all__ = [
     "heatmap_to_frame",
 ]
 
-COCO_KEYPOINTS = (
-    "nose",
-    "left_eye",
-    "right_eye",
-    "left_ear",
-    "right_ear",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-    "left_ankle",
-    "right_ankle",
-)
-COCO_FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
 DECODERS = ("argmax", "soft-argmax", "dark")
 SCALE_FACTOR = 1.25  # box enlargement of Simple Baselines
 DEFAULT_BETA = 16.0  # soft-argmax sharpness on max-normalised maps (see decode_heatmaps)
@@ -375,7 +354,7 @@ def _dark(h: torch.Tensor, px, py, kernel: int) -> torch.Tensor:
 
 def flip_back(
     heatmaps: torch.Tensor,
-    flip_pairs: Sequence[tuple[int, int]] = COCO_FLIP_PAIRS,
+    flip_pairs: Sequence[tuple[int, int]] = FLIP_PAIRS,
     shift: bool = True,
 ) -> torch.Tensor:
     """Heatmaps of a horizontally flipped crop -> heatmaps of the original crop.
@@ -423,7 +402,7 @@ class PoseEstimator:
         batch_size: int = 64,
         dtype: torch.dtype | str | None = None,
         *,
-        flip_pairs: Sequence[tuple[int, int]] = COCO_FLIP_PAIRS,
+        flip_pairs: Sequence[tuple[int, int]] = FLIP_PAIRS,
         shift_heatmap: bool = True,
         scale_factor: float = SCALE_FACTOR,
         decoder_options: dict | None = None,
@@ -493,7 +472,7 @@ class PoseEstimator:
             inv.append(c.inv_trans)
             counts.append(len(bx))
         total = sum(counts)
-        k = self.model.num_joints or 17
+        k = self.model.num_joints or NUM_JOINTS
         if total == 0:
             return [np.zeros((0, k, 3), np.float32) for _ in counts]
         all_crops = np.concatenate(crops)

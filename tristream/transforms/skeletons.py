@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-NUM_JOINTS = 17
+from tristream.shards.coco import NUM_JOINTS
 
 #: Keys every annotation must have (``label``, ``total_frames`` and
 #: ``original_shape`` are read when present).

@@ -32,19 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tristream.models.common import box_iou
-
-#: COCO-17 per-keypoint OKS sigmas (nose, eyes, ears, shoulders, elbows,
-#: wrists, hips, knees, ankles; left before right), as in the COCO evaluation.
-OKS_SIGMAS = (
-    np.array(
-        [0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72,
-         0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89],
-        np.float64,
-    )
-    / 10.0
-)  # fmt: skip
-
-NUM_JOINTS = 17
+from tristream.shards.coco import NUM_JOINTS, OKS_SIGMAS
 
 Detector = Callable[[np.ndarray], Sequence[np.ndarray]]
 Estimator = Callable[[np.ndarray, Sequence[np.ndarray]], Sequence[np.ndarray]]
