@@ -105,6 +105,8 @@ def test_png_decodes_and_other_choices(out, tmp_path):
     sheet = write_contact_sheet(out, png, video_id="bikes", frames=3)
     back = cv2.cvtColor(cv2.imread(str(png)), cv2.COLOR_BGR2RGB)
     assert np.array_equal(back, sheet)
+    # bikes.mp4 is 640x272: at short side 64 the frames are 150x64 (640*64/272 = 150.59,
+    # the nearest even integer; docs/decoding.md), whichever ffmpeg decoded them.
     assert sheet.shape[1] == LABEL_W + 3 * (150 + GAP)
     # The TFRecord copy of the run draws the same sheet as the Parquet one.
     tfrecord = os.path.join(out, "shards", "train-00000-of-00001.tfrecord")
