@@ -8,11 +8,10 @@ import itertools
 import numpy as np
 import pytest
 
+from tristream.shards.coco import JOINT_NAMES, SKELETON
 from tristream.transforms.decode import decode_video
 from tristream.transforms.flowviz import color_wheel, color_wheel_legend, flow_to_color
 from tristream.transforms.render import (
-    COCO_JOINTS,
-    COCO_SKELETON,
     DEFAULT,
     FINE_LIMB_COLORS,
     JOINT_SIDES,
@@ -32,7 +31,7 @@ TEMPLATE = np.array(
         (0.10, 0.52), (-0.10, 0.52), (0.12, 0.75), (-0.12, 0.75), (0.12, 0.98), (-0.12, 0.98),
     ]
 )  # fmt: skip
-LEFT_SHIN = COCO_SKELETON.index((15, 13))  # left ankle - left knee: a vertical limb
+LEFT_SHIN = SKELETON.index((15, 13))  # left ankle - left knee: a vertical limb
 
 
 def person(scale: float, cx: float, cy: float, score: float = 0.9) -> np.ndarray:
@@ -78,11 +77,11 @@ def _stroke_width(img: np.ndarray, x: float, y: int) -> float:
 
 
 def test_skeleton_is_the_coco_one_with_sides():
-    assert len(COCO_SKELETON) == 19 and len(COCO_JOINTS) == 17
-    assert COCO_SKELETON[0] == (15, 13) and COCO_SKELETON[-1] == (4, 6)  # (16,14), (5,7) 1-based
-    assert len(set(COCO_SKELETON)) == 19
+    assert len(SKELETON) == 19 and len(JOINT_NAMES) == 17
+    assert SKELETON[0] == (15, 13) and SKELETON[-1] == (4, 6)  # (16,14), (5,7) 1-based
+    assert len(set(SKELETON)) == 19
     assert JOINT_SIDES[0] == "centre" and JOINT_SIDES[5] == "left" and JOINT_SIDES[6] == "right"
-    sides = dict(zip(COCO_SKELETON, LIMB_SIDES))
+    sides = dict(zip(SKELETON, LIMB_SIDES))
     assert sides[(5, 6)] == sides[(11, 12)] == sides[(1, 2)] == "centre"
     assert sides[(5, 7)] == sides[(0, 1)] == "left" and sides[(6, 8)] == sides[(0, 2)] == "right"
 
@@ -99,7 +98,7 @@ def test_a_limb_covers_the_segment_between_its_joints_and_nothing_far_away(frame
     out = render_pose(frame, kp, style)
     assert np.array_equal(frame, before)  # the input is untouched
     a, b = kp[5, :2], kp[7, :2]
-    colour = FINE_LIMB_COLORS[COCO_SKELETON.index((5, 7))]
+    colour = FINE_LIMB_COLORS[SKELETON.index((5, 7))]
     for t in np.linspace(0.25, 0.75, 15):  # between the joint discs
         x, y = a + t * (b - a)
         assert tuple(out[int(round(y)), int(round(x))]) == colour
@@ -184,7 +183,7 @@ def test_black_background_is_zero_away_from_the_skeleton(frame):
     kp = person(200, 300, 30)
     out = render_pose(frame, kp, RenderStyle.parse("bars,fine,uniform,black,px=3"))
     near = np.zeros(frame.shape[:2], bool)
-    for a, b in COCO_SKELETON:
+    for a, b in SKELETON:
         near |= _distance_to_segment(frame.shape, kp[a, :2], kp[b, :2]) <= 0.75 * 3 + 1
     assert not out[~near].any()
     assert out[near].any(axis=-1).mean() > 0.5
