@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 
 from tristream.pipeline import cache
-from tristream.pipeline.config import RunConfig
+from tristream.config import RunConfig
 from tristream.pipeline.inputs import list_videos
 from tristream.pipeline.run import run
 from tristream.pipeline.sinks import shard_name

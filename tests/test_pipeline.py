@@ -28,7 +28,7 @@ from tests.helpers import (
     reference_frames,
 )
 from tristream.cli import main
-from tristream.pipeline.config import RunConfig
+from tristream.config import RunConfig
 from tristream.pipeline.run import run
 from tristream.shards import read_rows
 from tristream.shards.schema import arrow_schema

@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import new_thread_torch_threads
 from tristream.cli import main
-from tristream.pipeline.config import RunConfig
+from tristream.config import RunConfig
 from tristream.pipeline.run import run
 from tristream.shards import read_rows
 from tristream.transforms.skeletons import load_skeletons, save_skeletons, to_annotation
@@ -100,10 +100,9 @@ def test_export_skeletons_round_trips_through_the_pyskl_format(skeleton_run, tmp
     pkl = tmp_path / "export.pkl"
     assert main(["export-skeletons", str(out), str(pkl), "--split", "val"]) == 0
     ann = load_skeletons(str(pkl))["phone"]
-    assert ann.label == 0 and ann.img_shape == (
-        64,
-        78,
-    )  # the manifest label "talk" and ann.splits == ("val",)
+    assert ann.label == 0  # the manifest label "talk"
+    assert ann.img_shape == (64, 78)
+    assert ann.splits == ("val",)
     assert ann.keypoints.shape == (2, 25, 17, 3)
     scale = np.array([78 / 176, 64 / 144], np.float32)
     np.testing.assert_allclose(ann.keypoints[..., :2], kps[..., :2] * scale, atol=1e-3)

@@ -19,7 +19,7 @@ import pytest
 
 from tests.helpers import ffmpeg, reference_frames
 from tristream.cli import main
-from tristream.pipeline.config import RunConfig
+from tristream.config import RunConfig
 from tristream.pipeline.run import run
 from tristream.shards import read_rows
 

@@ -5,8 +5,36 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
+from collections.abc import Callable, Iterator
 
 from tristream import __version__
+
+
+class _Choices:
+    """argparse ``choices`` read from a registry only when needed (a registry may import
+    torch; ``tristream inspect`` should not pay for that)."""
+
+    def __init__(self, names: Callable[[], tuple[str, ...]]):
+        self._names = names
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+
+def _flow_choices() -> tuple[str, ...]:
+    from tristream.config import flow_choices
+
+    return flow_choices()
+
+
+def _pose_decoders() -> tuple[str, ...]:
+    from tristream.transforms.pose import DECODERS
+
+    return DECODERS
 
 
 def _flow_param(text: str) -> tuple[str, float]:
@@ -42,7 +70,7 @@ def _run_parser(sub) -> None:
         "'{youtube_id}_{time_start:06d}_{time_end:06d}.mp4')",
     )
     p.add_argument("--output", required=True, help="output folder (shards/, manifest.json, ...)")
-    p.add_argument("--format", default="parquet", choices=["parquet", "tfrecord", "both"])
+    p.add_argument("--format", default="parquet", choices=_Choices(lambda: _registry("FORMATS")))
     p.add_argument("--fps", type=float, default=25.0, help="frame rate; 0 keeps the source rate")
     p.add_argument(
         "--short-side",
@@ -51,8 +79,10 @@ def _run_parser(sub) -> None:
         help="resize so the short side has this many pixels; 0 keeps the size",
     )
     p.add_argument("--max-frames", type=int, default=300, help="frames per segment (row)")
-    p.add_argument("--flow", default="opencv", choices=["opencv", "torch", "none"])
-    p.add_argument("--flow-encoding", default="jpeg", choices=["jpeg", "png", "f16"])
+    p.add_argument("--flow", default="opencv", choices=_Choices(_flow_choices))
+    p.add_argument(
+        "--flow-encoding", default="jpeg", choices=_Choices(lambda: _registry("FLOW_ENCODINGS"))
+    )
     p.add_argument(
         "--flow-param",
         action="append",
@@ -83,7 +113,7 @@ def _run_parser(sub) -> None:
         "--pose-model",
         help="PoseResNet checkpoint (official or mmpose layout) or TorchScript heatmap model",
     )
-    pose.add_argument("--pose-decoder", default="dark", choices=["argmax", "soft-argmax", "dark"])
+    pose.add_argument("--pose-decoder", default="dark", choices=_Choices(_pose_decoders))
     pose.add_argument("--flip-test", action="store_true", help="average with the flipped crop")
     pose.add_argument(
         "--skeletons",
@@ -95,14 +125,32 @@ def _run_parser(sub) -> None:
     pose.add_argument(
         "--render",
         default="bars,fine,ratio,rgb",
-        help="pose frame style (marks dots|bars, coloring fine|coarse, thickness "
-        "uniform|ratio, background rgb|black), or none",
+        help="pose frame style, comma-separated: one of each of "
+        + "; ".join("|".join(options) for options in _render_options())
+        + " (see docs/rendering.md), or none",
     )
     p.add_argument("-v", "--verbose", action="store_true")
 
 
+def _registry(name: str) -> tuple[str, ...]:
+    """A name list owned by the config or the shard codec (FORMATS, FLOW_ENCODINGS)."""
+    if name == "FLOW_ENCODINGS":
+        from tristream.shards.codec import FLOW_ENCODINGS
+
+        return FLOW_ENCODINGS
+    from tristream import config
+
+    return getattr(config, name)
+
+
+def _render_options() -> list[tuple[str, ...]]:
+    from tristream.transforms.render import RENDER_OPTIONS
+
+    return list(RENDER_OPTIONS.values())
+
+
 def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from tristream.pipeline.config import RunConfig
+    from tristream.config import RunConfig
     from tristream.pipeline.run import run
 
     config = RunConfig(
@@ -137,15 +185,23 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     )
     result = run(config, beam_args)
     print(summary(result.manifest, result.failures, args.output))
+    if result.lost:
+        print(
+            f"tristream: error: {result.lost} video(s) were neither written nor reported "
+            "failed (stage 'lost' in failures.jsonl); the output is incomplete",
+            file=sys.stderr,
+        )
+        return 1
     return 1 if (result.failures and config.fail_on_error) else 0
 
 
 def summary(manifest: dict, failures: list[dict], output: str) -> str:
     """A few human lines about a finished run (what ``run`` and ``inspect`` print)."""
     t = manifest["totals"]
+    lost = f" ({t['videos_lost']} lost)" if t.get("videos_lost") else ""
     lines = [
         f"{output}: {t['videos_written']} of {t['videos']} videos written, "
-        f"{t['videos_failed']} failed; {t['rows']} rows, {t['frames']} frames, "
+        f"{t['videos_failed']} failed{lost}; {t['rows']} rows, {t['frames']} frames, "
         f"{t['bytes'] / 1e6:.1f} MB",
         f"modalities: {', '.join(manifest['modalities'])}; formats: "
         f"{', '.join(manifest['formats'])}; schema v{manifest['schema_version']}",
@@ -202,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Beam's worker harness logs every channel it opens at INFO, and importing
     # Beam warns about Google Cloud clients that a local run does not need.
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    # A failed step is reported once, by tristream (with -v: Beam's own log too).
+    verbose = getattr(args, "verbose", False)
+    logging.getLogger("apache_beam").setLevel(logging.WARNING if verbose else logging.CRITICAL)
     for handler in logging.getLogger().handlers:
         handler.addFilter(lambda r: not str(r.msg).startswith("apitools not found"))
     try:
@@ -211,9 +269,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export-skeletons":
             return cmd_export(args)
         return cmd_inspect(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"tristream: error: {exc}", file=sys.stderr)
+    except (ValueError, FileNotFoundError) as exc:  # the command line or its inputs
+        _report(exc, getattr(args, "verbose", False))
         return 2
+    except (OSError, RuntimeError) as exc:  # a fault of the run: disk full, not writable
+        _report(exc, getattr(args, "verbose", False))
+        return 1
+
+
+def _report(exc: BaseException, verbose: bool) -> None:
+    """One readable line on stderr; the traceback too with ``-v``."""
+    if verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    # A runner's wrapped error holds a traceback: its last line says what happened.
+    text = lines[-1] if lines else type(exc).__name__
+    print(f"tristream: error: {text}", file=sys.stderr)
 
 
 if __name__ == "__main__":

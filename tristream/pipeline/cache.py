@@ -14,26 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 
+from tristream.config import content_hash
 from tristream.shards.atomic import write_text_atomic
 
 DONE = "done.json"
-_CHUNK = 1 << 20
-
-
-def content_hash(path: str) -> str | None:
-    """SHA-256 of a regular file's bytes; None for anything else (URL, pipe, device)."""
-    try:
-        if "://" in path or not stat.S_ISREG(os.stat(path).st_mode):
-            return None
-    except OSError:
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def entry_dir(

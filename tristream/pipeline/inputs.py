@@ -15,9 +15,26 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
+from tristream.process import VideoTask
+
+#: File name suffixes (matched case-insensitively) that make a file a video when a
+#: folder is walked: the containers, animated-image formats and raw video streams
+#: that ffmpeg decodes. Still images (.png, .jpg, .webp) and audio-only suffixes
+#: (.wav, .mp3, .oga) are left out; .ogg is in although it may hold audio alone,
+#: in which case the probe reports "no video stream in file" as the video's failure.
 VIDEO_SUFFIXES = (
-    ".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp",
-    ".ts", ".ogv",
+    # MPEG-4 / QuickTime family
+    ".mp4", ".m4v", ".mov", ".qt", ".3gp", ".3g2", ".f4v",
+    # Matroska / WebM, AVI and its codec-named variants, NUT
+    ".mkv", ".webm", ".avi", ".divx", ".nut",
+    # MPEG program and transport streams (DVD, Blu-ray, camcorders), MPEG elementary streams
+    ".mpg", ".mpeg", ".mpe", ".m1v", ".m2v", ".vob", ".ts", ".m2ts", ".mts", ".m2t", ".tod",
+    # Flash, Windows Media, RealMedia, Ogg
+    ".flv", ".wmv", ".asf", ".rm", ".rmvb", ".ogv", ".ogg", ".ogm",
+    # Broadcast / production and raw streams
+    ".mxf", ".dv", ".y4m", ".h264", ".264", ".h265", ".265", ".hevc", ".ivf", ".mjpeg", ".mjpg",
+    # Animated images
+    ".gif", ".apng",
 )  # fmt: skip
 
 KINETICS_TEMPLATE = "{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
@@ -28,25 +45,6 @@ VIDEOS_PER_SHARD = 100
 
 class ManifestError(ValueError):
     """The manifest cannot be read at all (as opposed to one bad row)."""
-
-
-@dataclass(frozen=True)
-class VideoTask:
-    """One video to process.
-
-    ``start``/``end`` are seconds inside the source (None: whole video);
-    ``shard`` / ``num_shards`` place it in ``<split>-<shard>-of-<num_shards>``.
-    """
-
-    video_id: str
-    source: str
-    split: str
-    label: str | None = None
-    label_index: int | None = None
-    start: float | None = None
-    end: float | None = None
-    shard: int = 0
-    num_shards: int = 1
 
 
 @dataclass(frozen=True)
@@ -80,8 +78,10 @@ def _id_from_path(path: str, root: str) -> str:
 def list_videos(input_path: str) -> list[tuple[str, str]]:
     """(video_id, path) for every video under a folder (recursive) or matching a glob.
 
-    The id is the path relative to the folder (or the glob's fixed prefix),
-    without suffix, with ``/`` separators. Sorted by id.
+    A folder is walked for files named with one of :data:`VIDEO_SUFFIXES`
+    (hidden files skipped); a glob takes every file it matches, whatever its
+    suffix. The id is the path relative to the folder (or the glob's fixed
+    prefix), without suffix, with ``/`` separators. Sorted by id.
     """
     if os.path.isdir(input_path):
         root = input_path

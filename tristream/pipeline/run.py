@@ -2,10 +2,10 @@
 
 Graph::
 
-    tasks -> Reshuffle -> Decode -> Flow -> Pose -> Render -> Encode -> Stage (cache)
-                                                         (fused, one segment at a time)
-      staged refs + failures -> CoGroupByKey(video) -> CollectVideo
-      -> GroupByKey(split, shard) -> WriteShard -> finalize (manifest, failures)
+    tasks -> Reshuffle -> ProcessVideo (process_video + cache staging: one outcome per video)
+      written -> GroupByKey(split, shard) -> WriteShard ---------+
+      failed  --------------------------------------------------+-> Finalize
+                                 (accounting, failures.jsonl, manifest.json)
 
 The default runner is Beam's FnApiRunner in this process, on ``--workers``
 threads: Beam 2.77's ``DirectRunner`` first tries to download and start the
@@ -14,33 +14,32 @@ Prism runner binary, which a machine without network must not do.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
+import re
+import sys
 from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
+from tristream.config import RunConfig
 from tristream.pipeline import progress
-from tristream.pipeline.config import RunConfig
 from tristream.pipeline.inputs import list_tasks
-from tristream.pipeline.sinks import CollectVideo, CompleteVideo, WriteShard, finalize
-from tristream.pipeline.stages import (
-    DecodeFn,
-    EncodeFn,
-    Failure,
-    FlowFn,
-    PoseFn,
-    RenderFn,
-    StagedSegment,
-    StageFn,
-    worker_threads,
-)
+from tristream.pipeline.sinks import WriteShard, finalize, shard_key
+from tristream.pipeline.videos import Failure, ProcessVideo, VideoOutcome, worker_threads
 from tristream.shards.atomic import write_text_atomic
 
 LOG = logging.getLogger(__name__)
 LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner")
+
+
+class RunError(RuntimeError):
+    """A fault of the whole run (output not writable, disk full while writing a shard),
+    as opposed to one bad video; the message is one readable line."""
 
 
 @dataclass
@@ -50,6 +49,11 @@ class RunResult:
     manifest: dict
     failures: list[dict]
     counters: dict[str, int]
+
+    @property
+    def lost(self) -> int:
+        """Videos neither written nor reported failed by a worker (stage ``lost``)."""
+        return int(self.manifest["totals"].get("videos_lost", 0))
 
 
 def _options(config: RunConfig, beam_args: list[str]) -> tuple[object | None, PipelineOptions]:
@@ -81,58 +85,101 @@ def build(p: beam.Pipeline, config: RunConfig, tasks, pre_failures) -> None:
     Every branch ends in the one ``Finalize`` step (no side inputs), so runners
     that compute only what the last step needs (Dask) run everything.
     """
-    stream = (
+    outcomes = (
         p
         | "Tasks" >> beam.Create(tasks)
         | "Spread" >> beam.Reshuffle()
-        | "Decode" >> beam.ParDo(DecodeFn(config))
-    )
-    stages = [("Flow", FlowFn)] if config.flow != "none" else []
-    if config.persons:
-        stages.append(("Pose", PoseFn))
-        if config.render_style is not None:
-            stages.append(("Render", RenderFn))
-    stages += [("Encode", EncodeFn), ("Stage", StageFn)]
-    for name, fn in stages:
-        stream = stream | name >> beam.ParDo(fn(config))
-    # The stream now holds StagedSegments and Failures.
-    staged = (
-        stream
-        | "OnlyStaged" >> beam.Filter(lambda e: isinstance(e, StagedSegment))
-        | "KeyStaged"
-        >> beam.Map(lambda s: (s.task.video_id, s)).with_output_types(tuple[str, StagedSegment])
-    )
-    failures = stream | "OnlyFailures" >> beam.Filter(lambda e: isinstance(e, Failure))
-    collected = (
-        {
-            "staged": staged,
-            "failed": failures
-            | "KeyFailures"
-            >> beam.Map(lambda f: (f.video_id, f)).with_output_types(tuple[str, Failure]),
-        }
-        | "ByVideo" >> beam.CoGroupByKey()
-        | "Collect" >> beam.ParDo(CollectVideo())
+        | "ProcessVideo" >> beam.ParDo(ProcessVideo(config)).with_output_types(VideoOutcome)
     )
     shards = (
-        collected
-        | "OnlyComplete"
-        >> beam.Filter(lambda e: not isinstance(e, Failure)).with_output_types(
-            tuple[tuple[str, int, int], CompleteVideo]
-        )
+        outcomes
+        | "Written" >> beam.Filter(lambda o: o.ok)
+        | "KeyByShard" >> beam.Map(shard_key)
         | "ByShard" >> beam.GroupByKey()
         | "WriteShards" >> beam.ParDo(WriteShard(config))
     )
-    incomplete = collected | "OnlyIncomplete" >> beam.Filter(lambda e: isinstance(e, Failure))
-    every_failure = (failures, incomplete) | "Failures" >> beam.Flatten()
+    failures = (
+        outcomes
+        | "Failed" >> beam.Filter(lambda o: not o.ok)
+        | "Failure" >> beam.Map(lambda o: o.failure).with_output_types(Failure)
+    )
     (
         {
             "once": p | "Once" >> beam.Create([(None, None)]),
             "shards": shards | "KeyShards" >> beam.Map(lambda s: (None, s)),
-            "failures": every_failure | "KeyAll" >> beam.Map(lambda f: (None, f)),
+            "failures": failures | "KeyFailures" >> beam.Map(lambda f: (None, f)),
         }
         | "Gather" >> beam.CoGroupByKey()
         | "Finalize" >> beam.Map(finalize, config=config, tasks=tasks, pre_failures=pre_failures)
     )
+
+
+def check_writable(output: str) -> None:
+    """Create ``output`` and write and remove a small file in it; :class:`RunError` if not."""
+    try:
+        os.makedirs(output, exist_ok=True)
+        write_text_atomic(os.path.join(output, ".tristream-write-check"), "ok\n")
+        os.remove(os.path.join(output, ".tristream-write-check"))
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise RunError(f"output folder {output} is not writable: {reason}") from exc
+
+
+_ERRNO = re.compile(r"\[errno (\d+)\]", re.IGNORECASE)
+_STEP = re.compile(r"\[while running '([^']+)'\]")
+
+
+def _run_fault(exc: BaseException) -> RunError | None:
+    """The :class:`RunError` for an OS-level fault (a full disk) that stopped the pipeline.
+
+    Runners re-raise a DoFn's exception wrapped, often as text only (Beam's
+    worker harness turns it into a RuntimeError holding the traceback): the
+    OSError is found in the exception chain, else by its ``[Errno N]`` in the
+    text. None when the failure is not an OS fault.
+    """
+    seen = set()
+    text = ""
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno is not None:
+            where = f" ({exc.filename})" if exc.filename else ""
+            return RunError(f"writing the output failed: {os.strerror(exc.errno)}{where}")
+        text += f"\n{exc}"
+        exc = exc.__cause__ or exc.__context__
+    found = _ERRNO.findall(text)
+    if not found:
+        return None
+    step = _STEP.findall(text)
+    where = f" (in step {step[-1]})" if step else ""
+    return RunError(f"writing the output failed: {os.strerror(int(found[-1]))}{where}")
+
+
+class _WithoutTracebacks(io.TextIOBase):
+    """stderr without the tracebacks that Beam's in-process worker prints for a failed step
+    (tristream reports the fault in one line; ``-v`` shows them)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._skip_newline = False
+
+    def write(self, text: str) -> int:
+        if text.startswith("Traceback (most recent call last)"):
+            self._skip_newline = True
+            return len(text)
+        if self._skip_newline and text == "\n":
+            self._skip_newline = False
+            return len(text)
+        self._skip_newline = False
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
 
 
 def _clean_partial_files(output: str) -> None:
@@ -144,6 +191,29 @@ def _clean_partial_files(output: str) -> None:
                 os.remove(os.path.join(folder, name))
 
 
+def _run_pipeline(pipeline: beam.Pipeline, videos: int, progress_enabled: bool | None):
+    """Run ``pipeline`` to the end with the progress bars open; returns Beam's result.
+
+    Raises :class:`RunError` for an OS-level fault that stopped it (see :func:`_run_fault`).
+    """
+    progress.start(videos, enabled=progress_enabled)
+    result = None
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except Exception as exc:
+        fault = _run_fault(exc)
+        if fault is None:
+            raise
+        raise fault from exc
+    finally:
+        progress.close()
+        client = getattr(result, "client", None)
+        if client is not None:  # the Dask runner's client: let go of the cluster
+            client.close()
+    return result
+
+
 def run(config: RunConfig, beam_args: list[str] | None = None) -> RunResult:
     """Run the whole pipeline and return what it wrote (reads back ``manifest.json``)."""
     tasks, rejected = list_tasks(
@@ -152,7 +222,7 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> RunResult:
     if not tasks and not rejected:
         raise ValueError(f"no videos found in {config.manifest or config.input}")
     pre_failures = [Failure(r.video_id, r.source, r.stage, r.error) for r in rejected]
-    os.makedirs(config.output, exist_ok=True)
+    check_writable(config.output)
     _clean_partial_files(config.output)
     LOG.info("%d videos to process into %s", len(tasks), config.output)
     runner, options = _options(config, list(beam_args or []))
@@ -161,16 +231,10 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> RunResult:
     local = runner is not None and options.view_as(DirectOptions).direct_running_mode != (
         "multi_processing"
     )
-    progress.start(len(tasks), enabled=None if local else False)
-    result = None
-    try:
-        result = pipeline.run()
-        result.wait_until_finish()
-    finally:
-        progress.close()
-        client = getattr(result, "client", None)
-        if client is not None:  # the Dask runner's client: let go of the cluster
-            client.close()
+    quiet = local and not logging.getLogger().isEnabledFor(logging.INFO)
+    stderr = _WithoutTracebacks(sys.stderr) if quiet else sys.stderr
+    with contextlib.redirect_stderr(stderr):
+        result = _run_pipeline(pipeline, len(tasks), progress_enabled=None if local else False)
     counters: dict[str, int] = {}
     try:
         for c in result.metrics().query()["counters"]:

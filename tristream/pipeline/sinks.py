@@ -12,15 +12,13 @@ import contextlib
 import json
 import logging
 import os
-from dataclasses import dataclass
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from tristream import __version__
-from tristream.pipeline.config import RunConfig
-from tristream.pipeline.inputs import VideoTask
-from tristream.pipeline.stages import NAMESPACE, Failure, StagedSegment
+from tristream.config import RunConfig
+from tristream.pipeline.videos import Failure, VideoOutcome
+from tristream.process import VideoTask
 from tristream.shards.atomic import write_text_atomic
 from tristream.shards.parquet import ParquetShardWriter, iter_parquet_rows
 from tristream.shards.schema import SCHEMA_VERSION, arrow_schema
@@ -30,58 +28,24 @@ LOG = logging.getLogger(__name__)
 SUFFIX = {"parquet": ".parquet", "tfrecord": ".tfrecord"}
 
 
-@dataclass(frozen=True)
-class CompleteVideo:
-    """A video whose every segment is staged and none failed."""
-
-    task: VideoTask
-    paths: tuple[str, ...]
-    frames: int
-
-
 def shard_name(split: str, shard: int, num_shards: int, fmt: str) -> str:
     """``<split>-<shard:05d>-of-<num_shards:05d>.<fmt>``"""
     return f"{split}-{shard:05d}-of-{num_shards:05d}{SUFFIX[fmt]}"
 
 
-class CollectVideo(beam.DoFn):
-    """``(video_id, {staged, failed})`` -> ``((split, shard, n), CompleteVideo)`` if complete.
-
-    Emits a :class:`Failure` instead for an incomplete video.
-
-    A video with any failure is dropped whole (its failure is reported by the
-    finaliser); so is one whose segments are not all there (which would be a
-    bug, reported as a failure).
-    """
-
-    def __init__(self):
-        self.done = Metrics.counter(NAMESPACE, "videos_done")
-
-    def process(self, element):
-        video_id, grouped = element
-        staged: list[StagedSegment] = sorted(grouped["staged"], key=lambda s: s.index)
-        if grouped["failed"]:
-            return
-        indices = [s.index for s in staged]
-        if not staged or not staged[-1].is_last or indices != list(range(len(staged))):
-            task = staged[0].task if staged else None
-            yield (
-                Failure(
-                    video_id, task.source if task else "", "write", f"incomplete segments {indices}"
-                ),  # fmt: skip
-            )
-            return
-        task = staged[0].task
-        self.done.inc()
-        frames = sum(s.num_frames for s in staged) - (len(staged) - 1)
-        yield (
-            (task.split, task.shard, task.num_shards),
-            CompleteVideo(task, tuple(s.path for s in staged), frames),
-        )
+def shard_key(outcome: VideoOutcome) -> tuple[tuple[str, int, int], VideoOutcome]:
+    """``((split, shard, num_shards), outcome)``: the shard a written video goes to."""
+    t = outcome.task
+    return (t.split, t.shard, t.num_shards), outcome
 
 
 class WriteShard(beam.DoFn):
-    """``((split, shard, n), [CompleteVideo])`` -> shard files; emits a summary dict per shard."""
+    """``((split, shard, n), [VideoOutcome])`` -> shard files; emits a summary dict per shard.
+
+    Only videos whose every row is staged reach it. A failure here (a full disk)
+    is a fault of the run, not of a video: it propagates, the run stops with an
+    error, and a re-run rewrites the shard from the cache.
+    """
 
     def __init__(self, config: RunConfig):
         self.config = config
@@ -90,7 +54,7 @@ class WriteShard(beam.DoFn):
         self.schema = arrow_schema(self.config.modalities)
         self.folder = os.path.join(self.config.output, "shards")
 
-    def _rows(self, videos: list[CompleteVideo]):
+    def _rows(self, videos: list[VideoOutcome]):
         for video in videos:
             t = video.task
             identity = {"video_id": t.video_id, "source": t.source, "label": t.label,
@@ -136,7 +100,43 @@ def write_shard(config, schema, folder, split, shard, num_shards, rows, videos) 
         "videos": len(videos),
         "frames": stored_frames,
         "video_frames": sum(v.frames for v in videos),
+        "video_ids": [v.task.video_id for v in videos],  # for the finaliser's accounting
     }
+
+
+def account(
+    tasks: list[VideoTask], pre_failures: list[Failure], written: set[str], failures: list[Failure]
+) -> list[Failure]:
+    """One failure record per video that is not written, checked so that written + failed
+    = total.
+
+    ``tasks`` are the videos the run took on, ``pre_failures`` the manifest rows
+    rejected before it (duplicate ids), ``written`` the ids in the shards, and
+    ``failures`` what the workers reported (possibly several for one video: the
+    earliest segment's is kept). A task in neither ``written`` nor ``failures``
+    was lost by a bug or a runner: it gets a record of stage ``lost``. A video
+    both written and reported failed keeps its rows and drops the report.
+    Returns the records sorted by video id, rejected rows included.
+    """
+    first: dict[str, Failure] = {}
+    for f in sorted(failures, key=lambda f: (f.video_id, f.segment or 0)):
+        if f.video_id not in written:
+            first.setdefault(f.video_id, f)
+    for t in tasks:
+        if t.video_id not in written and t.video_id not in first:
+            LOG.error("%s was neither written nor reported as failed", t.video_id)
+            first[t.video_id] = Failure(
+                t.video_id, t.source, "lost",
+                "neither written nor reported as failed (a bug, or a runner that dropped work)",
+            )  # fmt: skip
+    records = sorted(first.values(), key=lambda f: f.video_id)
+    # Rejected rows repeat an id that a task holds, so they are listed besides them.
+    records = sorted([*pre_failures, *records], key=lambda f: f.video_id)
+    if len(written) + len(first) != len(tasks):
+        raise AssertionError(
+            f"accounting: {len(written)} written + {len(first)} failed != {len(tasks)} videos"
+        )
+    return records
 
 
 def finalize(
@@ -146,8 +146,10 @@ def finalize(
 
     ``element`` is ``(None, {"shards": [...], "failures": [...], ...})`` from a
     CoGroupByKey on one constant key, so this runs once, after every shard is
-    written, on any runner (no side inputs). Keeps one failure per video (the
-    earliest segment's). Returns the manifest dict.
+    written, on any runner (no side inputs). Accounts for every video
+    (:func:`account`). Returns the manifest dict; its ``totals`` add up:
+    ``videos = videos_written + videos_failed``, ``videos_lost`` of the failed
+    ones were lost.
     """
     _, grouped = element
     shards, failures = list(grouped["shards"]), list(grouped["failures"])
@@ -156,7 +158,6 @@ def finalize(
     os.makedirs(folder, exist_ok=True)
     have = {(s["split"], s["shard"]) for s in shards}
     expected = {(t.split, t.shard, t.num_shards) for t in tasks}
-    shards = list(shards)
     for split, shard, num_shards in sorted(expected):
         if (split, shard) not in have:
             shards.append(write_shard(config, schema, folder, split, shard, num_shards,
@@ -170,10 +171,9 @@ def finalize(
             LOG.warning("removing stale shard from an earlier run: %s", name)
             os.remove(os.path.join(folder, name))
 
-    first: dict[str, Failure] = {}
-    for f in sorted([*pre_failures, *failures], key=lambda f: (f.video_id, f.segment or 0)):
-        first.setdefault(f.video_id, f)
-    lines = [json.dumps(f.to_json(), ensure_ascii=False) for f in first.values()]
+    written = {vid for s in shards for vid in s.pop("video_ids")}
+    records = account(tasks, pre_failures, written, failures)
+    lines = [json.dumps(f.to_json(), ensure_ascii=False) for f in records]
     write_text_atomic(
         os.path.join(config.output, "failures.jsonl"), "".join(ln + "\n" for ln in lines)
     )
@@ -196,8 +196,9 @@ def finalize(
         "labels": {label: index for label, index in labels},
         "totals": {
             "videos": len(tasks) + len(pre_failures),
-            "videos_written": sum(s["videos"] for s in shards),
-            "videos_failed": len(first),
+            "videos_written": len(written),
+            "videos_failed": len(records),
+            "videos_lost": sum(f.stage == "lost" for f in records),
             "rows": sum(s["rows"] for s in shards),
             "frames": sum(s["video_frames"] for s in shards),
             "stored_frames": sum(s["frames"] for s in shards),

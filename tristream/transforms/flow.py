@@ -103,6 +103,20 @@ BACKENDS: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
+def register_backend(name: str, fn: Callable[..., np.ndarray]) -> None:
+    """Register flow backend ``fn`` under ``name`` (``--flow NAME`` then selects it).
+
+    ``fn(gray, **params)`` takes uint8 gray ``[T, H, W]`` (T >= 2) and the
+    ``--flow-param`` values and returns float32 ``[T-1, H, W, 2]`` pixels. A
+    name already registered is replaced. The CLI, the config and the pipeline
+    all read :data:`BACKENDS`, so a registered backend needs nothing else
+    (in-process runners; other workers must register it at import too).
+    """
+    if not name or name == "none":
+        raise ValueError(f"invalid flow backend name {name!r}")
+    BACKENDS[name] = fn
+
+
 def compute_flow(frames: np.ndarray, backend: str = "opencv", **params) -> np.ndarray:
     """TV-L1 flow from each frame to the next.
 

@@ -90,7 +90,9 @@ FINE_JOINT_COLORS: tuple[tuple[int, int, int], ...] = tuple(
     _hsv(j / 17 + 0.5 / 17, 0.45, 1.0) for j in range(17)
 )
 
-_OPTIONS: dict[str, tuple[str, ...]] = {
+#: The render options by name (the one registry the CLI and RenderStyle read):
+#: each field of :class:`RenderStyle` and its choices, default first where it matters.
+RENDER_OPTIONS: dict[str, tuple[str, ...]] = {
     "marks": ("dots", "bars"),
     "coloring": ("fine", "coarse"),
     "thickness": ("uniform", "ratio"),
@@ -128,7 +130,7 @@ class RenderStyle:
     antialias: bool = True
 
     def __post_init__(self) -> None:
-        for name, options in _OPTIONS.items():
+        for name, options in RENDER_OPTIONS.items():
             if getattr(self, name) not in options:
                 raise ValueError(f"{name} must be one of {options}, got {getattr(self, name)!r}")
         if not self.uniform_px > 0 or not self.ratio > 0:
@@ -167,9 +169,9 @@ class RenderStyle:
             elif token == "aliased":
                 name, number = "antialias", False
             else:
-                matches = [n for n, opts in _OPTIONS.items() if token in opts]
+                matches = [n for n, opts in RENDER_OPTIONS.items() if token in opts]
                 if not matches:
-                    known = ", ".join(o for opts in _OPTIONS.values() for o in opts)
+                    known = ", ".join(o for opts in RENDER_OPTIONS.values() for o in opts)
                     raise ValueError(f"unknown render token {token!r}; known: {known}, none")
                 name, number = matches[0], token
             if name in values:

@@ -1,0 +1,167 @@
+"""The one Beam DoFn around the per-video function: cache, staging, failures, metrics.
+
+:class:`ProcessVideo` takes a :class:`~tristream.process.VideoTask` and emits
+exactly one :class:`VideoOutcome` for it: either the cache files that hold its
+rows (complete, last segment marked) or the :class:`Failure` that ends it. The
+work itself is :func:`tristream.process.process_video`; this module adds only
+what belongs to the Beam layer: models loaded once per worker process (Beam's
+``Shared``), torch threads shared among worker threads, rows staged in the
+cache (``OUT/cache``) as they come, metrics and the progress bar.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.utils import shared
+
+from tristream.config import RunConfig
+from tristream.models.common import share_cpu_threads, usable_cpus
+from tristream.pipeline import cache, progress
+from tristream.process import Models, Stats, VideoFailed, VideoTask, error_text, process_video
+from tristream.shards.parquet import write_parquet_rows
+from tristream.shards.schema import arrow_schema
+
+LOG = logging.getLogger(__name__)
+NAMESPACE = "tristream"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed video: which stage failed and why (a line of ``failures.jsonl``)."""
+
+    video_id: str
+    source: str
+    stage: str
+    error: str
+    segment: int | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "video_id": self.video_id,
+            "source": self.source,
+            "stage": self.stage,
+            "error": self.error,
+            "segment": self.segment,
+        }
+
+
+@dataclass(frozen=True)
+class VideoOutcome:
+    """What became of one video: its staged rows (``paths``, in segment order, and
+    ``frames``, the video's frame count) or its ``failure``; ``cached`` when the rows
+    came from an earlier run's cache entry."""
+
+    task: VideoTask
+    paths: tuple[str, ...] = ()
+    frames: int = 0
+    failure: Failure | None = None
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+def worker_threads(config: RunConfig) -> int:
+    """Threads that run videos at once in one worker process: ``--workers``, else all CPUs.
+
+    (On the Dask runner the real count is Dask's; all CPUs is the safe guess there: torch
+    then runs single-threaded per call and never oversubscribes.)
+    """
+    return config.workers or usable_cpus()
+
+
+class ProcessVideo(beam.DoFn):
+    """``VideoTask`` -> one :class:`VideoOutcome` (see the module docstring).
+
+    A video whose cache entry is complete is not decoded again. Rows are staged
+    one at a time (a one-row Parquet file per segment) and the entry is marked
+    complete after the last one, so memory holds one segment per thread and a
+    killed run resumes where it stopped. A failed video's partial entry is
+    removed, so nothing half-written is ever trusted.
+    """
+
+    def __init__(self, config: RunConfig):
+        self.config = config
+        self._shared = shared.Shared()
+        self.frames = Metrics.counter(NAMESPACE, "frames")
+        self.pairs = Metrics.counter(NAMESPACE, "flow_pairs")
+        self.persons = Metrics.counter(NAMESPACE, "persons")
+        self.done = Metrics.counter(NAMESPACE, "videos_done")
+        self.cached = Metrics.counter(NAMESPACE, "videos_cached")
+
+    def setup(self) -> None:
+        self.models = self._shared.acquire(lambda: Models(self.config))
+        self.schema = arrow_schema(self.config.modalities)
+        self.cache_root = os.path.join(self.config.output, "cache")
+
+    def process(self, task: VideoTask):
+        try:
+            outcome = self._outcome(task)
+        except Exception as exc:  # noqa: BLE001 - a bug here must still account for the video
+            LOG.exception("%s: unexpected error", task.video_id)
+            outcome = VideoOutcome(task, failure=Failure(
+                task.video_id, task.source, "internal", error_text(exc)))  # fmt: skip
+        if outcome.failure is not None:
+            f = outcome.failure
+            Metrics.counter(NAMESPACE, f"{f.stage}_failures").inc()
+            LOG.warning("%s failed at %s: %s", f.video_id, f.stage, f.error)
+        else:
+            self.done.inc()
+        progress.video_done(not outcome.ok)
+        yield outcome
+
+    def _outcome(self, task: VideoTask) -> VideoOutcome:
+        c = self.config
+        try:
+            entry, reusable = cache.entry_dir(
+                self.cache_root, c.config_hash, task.source, task.start, task.end, task.video_id
+            )
+            done = cache.read_done(entry) if reusable else None
+        except OSError as exc:
+            return VideoOutcome(task, failure=Failure(
+                task.video_id, task.source, "cache", error_text(exc)))  # fmt: skip
+        if done is not None:
+            self.cached.inc()
+            paths = tuple(cache.segment_path(entry, s["index"]) for s in done)
+            frames = sum(s["num_frames"] for s in done) - (len(done) - 1)
+            return VideoOutcome(task, paths, frames, cached=True)
+
+        if self.models.torch_on_cpu:  # torch's thread count is per calling thread
+            share_cpu_threads(worker_threads(c))
+        stats = Stats()
+        segments: list[dict] = []
+        complete = False
+        try:
+            with contextlib.closing(
+                process_video(task, c, self.models, stats, on_frames=progress.frames)
+            ) as rows:
+                for seg in rows:
+                    try:
+                        write_parquet_rows(cache.segment_path(entry, seg.index), [seg.row],
+                                           self.schema)  # fmt: skip
+                        segments.append({"index": seg.index, "num_frames": seg.num_frames})
+                        if seg.is_last:
+                            cache.mark_done(entry, segments, task.video_id, task.source)
+                            complete = True
+                    except Exception as exc:  # noqa: BLE001
+                        raise VideoFailed("write", error_text(exc), seg.index) from exc
+        except VideoFailed as exc:
+            shutil.rmtree(entry, ignore_errors=True)  # a partial entry is never reused
+            return VideoOutcome(task, failure=Failure(
+                task.video_id, task.source, exc.stage, exc.error, exc.segment))  # fmt: skip
+        finally:
+            self.frames.inc(stats.frames)
+            self.pairs.inc(stats.pairs)
+            self.persons.inc(stats.persons)
+        if not complete:  # process_video ends with the row marked is_last, or raises
+            raise AssertionError(f"rows ended before the last segment: {segments}")
+        paths = tuple(cache.segment_path(entry, s["index"]) for s in segments)
+        return VideoOutcome(task, paths, stats.frames)

@@ -1,0 +1,258 @@
+"""The whole per-video chain as one plain function: task + config + models -> shard rows.
+
+:func:`process_video` probes and decodes one video segment by segment and,
+for each segment, computes flow, persons (detector + pose + flow tracking, or
+imported skeletons), pose frames, and encodes the shard row
+(:func:`tristream.shards.row.encode_row`). No Beam: the pipeline's one DoFn,
+the benchmarks and the tests call this same function. Per-video state (the
+person tracker) lives inside the call; what is loaded once per worker process
+(models, flow parameters, the row ``meta``) is a :class:`Models`.
+
+Any exception, in any stage, leaves as one :class:`VideoFailed` naming the
+stage and the segment, so the caller can account for every video.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tristream.config import RunConfig
+from tristream.models.common import resolve_device
+from tristream.shards.row import encode_row
+from tristream.transforms.decode import decode_segments, probe
+from tristream.transforms.flow import compute_flow
+from tristream.transforms.render import render_segment
+from tristream.transforms.skeletons import load_skeletons, slice_for_segment
+from tristream.transforms.tracking import FlowTracker, PersonTracks, tracks_from_keypoints
+
+LOG = logging.getLogger(__name__)
+
+#: The stages of the chain, in order, as they appear in ``failures.jsonl``
+#: (``write`` is the caller's: staging a row to the cache; ``lost`` is the finaliser's).
+STAGES: tuple[str, ...] = ("probe", "decode", "flow", "pose", "render", "encode")
+
+
+@dataclass(frozen=True)
+class VideoTask:
+    """One video to process.
+
+    ``start``/``end`` are seconds inside the source (None: whole video);
+    ``shard`` / ``num_shards`` place it in ``<split>-<shard>-of-<num_shards>``.
+    """
+
+    video_id: str
+    source: str
+    split: str
+    label: str | None = None
+    label_index: int | None = None
+    start: float | None = None
+    end: float | None = None
+    shard: int = 0
+    num_shards: int = 1
+
+
+def error_text(exc: BaseException) -> str:
+    """A one-line readable reason for ``exc`` (its type is named unless it is an I/O,
+    runtime or value error, whose messages already read as reasons)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, (RuntimeError, ValueError, OSError)):
+        return text
+    return f"{type(exc).__name__}: {text}"
+
+
+class VideoFailed(Exception):
+    """One video failed: at ``stage`` (see :data:`STAGES`), in segment ``segment``
+    (None before the first segment), because of ``error`` (one readable line)."""
+
+    def __init__(self, stage: str, error: str, segment: int | None = None):
+        super().__init__(f"{stage} failed" + ("" if segment is None else f" in segment {segment}")
+                         + f": {error}")  # fmt: skip
+        self.stage = stage
+        self.error = error
+        self.segment = segment
+
+
+@dataclass
+class Stats:
+    """What :func:`process_video` did: frames decoded (new ones, the overlap counted once),
+    flow pairs, person tracks over all rows, and wall seconds spent per stage."""
+
+    frames: int = 0
+    pairs: int = 0
+    persons: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add_time(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+
+@dataclass(frozen=True)
+class SegmentRow:
+    """One encoded shard row (column -> value) of segment ``index`` of a video."""
+
+    index: int
+    is_last: bool
+    num_frames: int
+    row: dict[str, Any]
+
+
+class Models:
+    """What one worker process loads once for a run and shares among its threads.
+
+    Holds the flow backend's parameters (device resolved), the person detector,
+    the pose estimator, imported skeletons and the row ``meta`` JSON.
+    onnxruntime sessions and torch modules in eval mode are safe to call from
+    several threads; per-video state is never kept here.
+    """
+
+    def __init__(self, config: RunConfig):
+        self.config = config
+        self.meta = config.meta_json()
+        self.flow_params: dict[str, Any] = dict(config.flow_params)
+        device = resolve_device(config.device)
+        #: torch runs on this process's CPUs (callers then share the cores among threads).
+        self.torch_on_cpu = device == "cpu" and (config.flow == "torch" or bool(config.pose_model))
+        if config.flow == "torch":
+            self.flow_params.update(device=device, batch_size=config.flow_batch_size)
+        self.skeletons = None
+        self.detector = self.estimator = None
+        if config.skeletons:
+            self.skeletons = load_skeletons(config.skeletons)
+        if config.detector:
+            from tristream.models.detector import load_detector
+
+            self.detector = load_detector(
+                config.detector, score_threshold=config.det_threshold,
+                nms_threshold=config.det_nms, device=config.device,
+            )  # fmt: skip
+        if config.pose_model:
+            from tristream.models.pose_resnet import load_pose_model
+            from tristream.transforms.pose import PoseEstimator
+
+            model = load_pose_model(config.pose_model, device=config.device)
+            self.estimator = PoseEstimator(
+                model, decoder=config.pose_decoder, flip_test=config.flip_test
+            )
+
+
+def process_video(
+    task: VideoTask,
+    config: RunConfig,
+    models: Models,
+    stats: Stats | None = None,
+    on_frames: Callable[[int], None] | None = None,
+) -> Iterator[SegmentRow]:
+    """Process one video, segment by segment, and yield its encoded shard rows.
+
+    ``task`` names the video (and its time range), ``config`` the run's
+    settings, ``models`` what the worker loaded once. Rows come in segment
+    order; the last has ``is_last``. ``stats`` (when given) is filled as the
+    work goes; ``on_frames(n)`` is called as ``n`` new frames are decoded.
+    ``config.timeout`` seconds (0: none) bound the probe and decode together.
+
+    Raises :class:`VideoFailed` (stage, segment, readable error) for any
+    failure, before the last row is yielded whenever the failure is known by
+    then (decode checks the whole stream first), so a caller that saw
+    ``is_last`` has a complete video.
+    """
+    stats = stats if stats is not None else Stats()
+    deadline = time.monotonic() + config.timeout if config.timeout else None
+
+    def remaining() -> float | None:
+        return None if deadline is None else max(0.1, deadline - time.monotonic())
+
+    stage, index = "probe", None
+    tracker = segments = None
+    try:
+        t0 = time.perf_counter()
+        info = probe(task.source, timeout=remaining())
+        stats.add_time("probe", time.perf_counter() - t0)
+        fps = float(config.fps if config.fps > 0 else info.fps)
+        stage = "decode"
+        segments = decode_segments(
+            task.source, fps=config.fps, short_side=config.short_side,
+            max_frames=config.max_frames, start=task.start, end=task.end,
+            timeout=remaining(), min_frames=2,  # flow needs a pair: one frame is a failure
+        )  # fmt: skip
+        while True:
+            stage = "decode"
+            t0 = time.perf_counter()
+            seg = next(segments, None)
+            stats.add_time("decode", time.perf_counter() - t0)
+            if seg is None:
+                return
+            index, frames = seg.index, seg.frames
+            new_frames = len(frames) - (1 if seg.index else 0)
+            stats.frames += new_frames
+            if on_frames is not None:
+                on_frames(new_frames)
+
+            flow = None
+            if config.flow != "none":
+                stage = "flow"
+                t0 = time.perf_counter()
+                flow = compute_flow(frames, backend=config.flow, **models.flow_params)
+                stats.add_time("flow", time.perf_counter() - t0)
+                stats.pairs += len(flow)
+
+            tracks = pose_frames = None
+            if config.persons:
+                stage = "pose"
+                t0 = time.perf_counter()
+                if models.skeletons is not None:
+                    tracks = _imported_tracks(task, config, models, seg.start_frame, frames)
+                else:
+                    if tracker is None:
+                        tracker = FlowTracker(
+                            models.detector, models.estimator, max_persons=config.max_persons
+                        )
+                    tracks = tracker.process(frames, flow, start_frame=seg.start_frame)
+                stats.add_time("pose", time.perf_counter() - t0)
+                stats.persons += tracks.num_persons
+                style = config.render_style
+                if style is not None:
+                    stage = "render"
+                    t0 = time.perf_counter()
+                    pose_frames = render_segment(frames, tracks.keypoints, style)
+                    stats.add_time("render", time.perf_counter() - t0)
+
+            stage = "encode"
+            t0 = time.perf_counter()
+            row = encode_row(
+                video_id=task.video_id, source=task.source, label=task.label,
+                label_index=task.label_index, segment=seg.index, start_frame=seg.start_frame,
+                fps=fps, frames=frames, flow=flow, pose_frames=pose_frames,
+                keypoints=None if tracks is None else tracks.keypoints,
+                boxes=None if tracks is None else tracks.boxes,
+                track_ids=None if tracks is None else tracks.track_ids,
+                meta=models.meta, flow_encoding=config.flow_encoding,
+                jpeg_quality=config.jpeg_quality,
+            )  # fmt: skip
+            stats.add_time("encode", time.perf_counter() - t0)
+            yield SegmentRow(seg.index, seg.is_last, len(frames), row)
+    except VideoFailed:
+        raise
+    except GeneratorExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one VideoFailed
+        raise VideoFailed(stage, error_text(exc), index) from exc
+    finally:
+        if segments is not None:
+            segments.close()  # stops ffmpeg when the caller stops early
+
+
+def _imported_tracks(
+    task: VideoTask, config: RunConfig, models: Models, start_frame: int, frames: np.ndarray
+) -> PersonTracks:
+    """The video's imported skeletons for one segment, best ``max_persons`` first."""
+    ann = models.skeletons.get(task.video_id)
+    if ann is None:
+        raise ValueError(f"no skeletons for video {task.video_id!r} in {config.skeletons}")
+    kps = slice_for_segment(ann, start_frame, len(frames), to_shape=frames.shape[1:3])
+    return tracks_from_keypoints(kps, config.max_persons)
