@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
+from tests.helpers import make_clip
 from tristream.pipeline.inputs import ManifestError, label_map, list_tasks, list_videos
+from tristream.transforms.decode import decode_video
 
 
 def _touch(path):
@@ -21,6 +24,54 @@ def test_folder_is_walked_recursively_with_ids_relative_to_the_root(tmp_path):
     _touch(tmp_path / "notes.txt")
     _touch(tmp_path / ".hidden.mp4")
     assert [vid for vid, _ in list_videos(str(tmp_path))] == ["a/one", "b/two words é"]
+
+
+def test_animated_gif_in_a_folder_is_listed_and_decodes(carphone, tmp_path, ffmpeg_build):
+    # 1 s of the real clip as a 10 fps animated GIF (paletted, 256 colours).
+    (tmp_path / "clips").mkdir()
+    gif = make_clip(carphone, str(tmp_path / "clips" / "talk.gif"), "-t", "1", "-vf", "fps=10")
+    _touch(tmp_path / "still.png")
+    _touch(tmp_path / "sound.wav")
+    assert list_videos(str(tmp_path)) == [("clips/talk", gif)]
+    frames = decode_video(gif, fps=0, short_side=64)
+    assert frames.shape == (10, 64, 78, 3)  # 176x144 -> 78x64
+    assert decode_video(gif, fps=25, short_side=64).shape == (25, 64, 78, 3)
+    # The frames are the video's, in order: GIF frame k (k/10 s) is source frame 3k at
+    # 29.97 fps, give or take the one frame the fps filter's rounding may pick instead.
+    # (The palette costs ~3 levels; frames out of order cost > 10.)
+    source = decode_video(carphone, fps=0, short_side=64, end=1.1).astype(int)
+    errors = [
+        min(
+            np.abs(frames[k].astype(int) - source[j]).mean()
+            for j in range(max(3 * k - 1, 0), 3 * k + 2)
+        )
+        for k in range(10)
+    ]
+    assert max(errors) < 4, errors
+
+
+# 1 s of carphone (176x144, 29.97 fps: 30 frames) in each container, made by the ffmpeg CLI.
+CONTAINERS = {
+    "clip.apng": ("-f", "apng"),
+    "clip.y4m": ("-pix_fmt", "yuv420p"),
+    "clip.nut": ("-c:v", "mpeg4"),
+    "clip.mxf": ("-c:v", "mpeg2video"),
+    "clip.m2ts": ("-c:v", "libx264", "-f", "mpegts"),
+    "clip.MTS": ("-c:v", "libx264", "-f", "mpegts"),
+    "clip.vob": ("-c:v", "mpeg2video", "-f", "vob"),
+    "clip.asf": ("-c:v", "wmv2", "-f", "asf"),
+    "clip.f4v": ("-c:v", "libx264", "-f", "f4v"),
+    "clip.rmvb": ("-c:v", "rv20", "-f", "rm"),
+    "clip.ogg": ("-c:v", "libtheora", "-f", "ogg"),
+    "clip.divx": ("-c:v", "mpeg4", "-vtag", "DIVX", "-f", "avi"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONTAINERS))
+def test_containers_ffmpeg_decodes_are_listed_and_decode(name, carphone, tmp_path):
+    path = make_clip(carphone, str(tmp_path / name), "-t", "1", *CONTAINERS[name])
+    assert list_videos(str(tmp_path)) == [("clip", path)]
+    assert decode_video(path, fps=0, short_side=64).shape == (30, 64, 78, 3)
 
 
 def test_glob_ids_are_relative_to_the_fixed_prefix(tmp_path):
