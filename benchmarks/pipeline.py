@@ -7,37 +7,28 @@ Run from the repository root::
 
 On the real sample videos (``--videos``, default ``$TRISTREAM_DATA/videos`` or
 ``<repo>/../shared/data/videos``), limited to the first ``--seconds`` of each,
-it times the public functions the pipeline calls, one stage at a time:
+it runs the pipeline's own per-video code without Beam, video after video in one
+thread: :func:`tristream.pipeline.videos.stage_video`, which calls
+:func:`tristream.process.process_video` (probe, decode, flow, pose and render
+when persons are on, encode) and stages each row in the cache (write), then
+:func:`tristream.pipeline.sinks.write_shard` (write: the shard file). The
+seconds of each stage come from ``process_video``'s own
+:class:`~tristream.process.Stats`. Then it runs :func:`tristream.pipeline.run.run`
+end to end on the same inputs (a manifest CSV with ``id,path,start,end`` so the
+same seconds are decoded) and reports the pipeline's overhead over the sum of
+its stages::
 
-- decode: :func:`tristream.transforms.decode.decode_segments` (ffmpeg, fps 25,
-  ``--short-side``, segments of at most 300 frames);
-- flow: :func:`tristream.transforms.flow.compute_flow` (``--flow`` backend);
-- encode: :func:`tristream.shards.codec.encode_frames` and
-  :func:`~tristream.shards.codec.encode_flow`, building the row as
-  ``tristream.pipeline.stages.EncodeFn`` does;
-- write: what the pipeline pays to store a row: staging it in a one-row Parquet
-  file of the video's cache entry (``StageFn``, with the entry's content-hash key
-  and its ``done.json``: :mod:`tristream.pipeline.cache`) plus copying the cached
-  rows into the shard file
-  (``WriteShard``: :func:`~tristream.shards.parquet.iter_parquet_rows` into a
-  ``ParquetShardWriter`` and/or :func:`~tristream.shards.tfrecord.write_tfrecord_rows`);
-
-then runs :func:`tristream.pipeline.run.run` end to end on the same inputs (a
-manifest CSV with ``id,path,start,end`` so the same seconds are decoded) and
-reports the pipeline's overhead over the sum of its stages::
-
-    overhead = pipeline_seconds / (decode + flow + encode + write seconds) - 1
+    overhead = pipeline_seconds / (sum of the stages' seconds) - 1
 
 The sum of stages is a single-thread reference: the overhead figure is fair for
-``--workers 1`` (the default) only. The pipeline's per-video ``probe`` (an extra
-ffmpeg call) is not one of the four stages, so it counts as overhead; it is
-timed on its own and printed below the table, with the pipeline's fixed cost
-(a run on 2 frames of one video, flow off) and what remains. Times are wall-clock seconds
-(``perf_counter``); ``cpu s`` is user+system time of this process and its
-waited-for children (ffmpeg), which is less sensitive to other load on the
-machine. One untimed pass over a frame pair warms both sides up first; with
+``--workers 1`` (the default) only. Below the table: the pipeline's fixed cost
+(a run on 2 frames of one video, flow off) and what remains. Times are
+wall-clock seconds (``perf_counter``); the cpu figures are user+system time of
+this process and its waited-for children (ffmpeg), less sensitive to other load
+on the machine. One untimed 2-frame video warms both sides up first; with
 ``--repeat N`` every figure is the median of N rounds, and the rounds alternate
-which side runs first.
+which side runs first. ``--detector``/``--pose-model``/``--skeletons`` add the
+persons stages.
 """
 
 from __future__ import annotations
@@ -53,28 +44,25 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from tristream.pipeline import cache
-from tristream.config import RunConfig
+from tristream.config import RunConfig, flow_choices
 from tristream.pipeline.inputs import list_videos
 from tristream.pipeline.run import run
-from tristream.pipeline.sinks import shard_name
-from tristream.shards.codec import encode_flow, encode_frames
-from tristream.shards.parquet import ParquetShardWriter, iter_parquet_rows, write_parquet_rows
+from tristream.pipeline.sinks import shard_rows, write_shard
+from tristream.pipeline.videos import stage_video
+from tristream.process import STAGES as PROCESS_STAGES
+from tristream.process import Models, Stats, VideoTask
 from tristream.shards.schema import arrow_schema
-from tristream.shards.tfrecord import write_tfrecord_rows
-from tristream.transforms.decode import Segment, decode_segments, probe
-from tristream.transforms.flow import compute_flow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FPS = 25.0
 MAX_FRAMES = 300
-STAGES = ("decode", "flow", "encode", "write")
+STAGES = (*PROCESS_STAGES, "write")
 OVERHEAD_GOAL = 0.15
 
 
@@ -109,19 +97,24 @@ class Clock:
 
 @dataclass
 class Round:
-    """One measurement round for one flow mode: per-stage clocks and the pipeline's."""
+    """One measurement round for one flow mode: seconds per stage (from ``Stats``), the
+    stage loop's and the shard write's clocks, and the pipeline's."""
 
     frames: int = 0
     pairs: int = 0
-    stages: dict[str, Clock] = field(default_factory=lambda: {s: Clock() for s in STAGES})
-    stage_write: Clock = field(default_factory=Clock)
+    stages: dict[str, float] = field(default_factory=dict)
+    pipeline_stages: Clock = field(default_factory=Clock)
     shard_write: Clock = field(default_factory=Clock)
-    probe: Clock = field(default_factory=Clock)
     pipeline: Clock = field(default_factory=Clock)
     pipeline_frames: int = 0
     load_stages: float = 0.0
     load_pipeline: float = 0.0
     minimal: float | None = None
+
+    def stage_seconds(self, stage: str) -> float:
+        """Wall seconds of ``stage``; ``write`` is staging rows plus writing the shard."""
+        extra = self.shard_write.wall if stage == "write" else 0.0
+        return self.stages.get(stage, 0.0) + extra
 
 
 def make_config(args: argparse.Namespace, flow: str, output: str, manifest: str) -> RunConfig:
@@ -135,6 +128,9 @@ def make_config(args: argparse.Namespace, flow: str, output: str, manifest: str)
         max_frames=MAX_FRAMES,
         flow=flow,
         workers=args.workers,
+        detector=args.detector,
+        pose_model=args.pose_model,
+        skeletons=args.skeletons,
     )
 
 
@@ -147,109 +143,52 @@ def write_manifest(path: str, videos: list[tuple[str, str]], seconds: float) -> 
             w.writerow([vid, os.path.abspath(p), 0, seconds])
 
 
-def encode_row(config: RunConfig, vid: str, source: str, seg: Segment, flow: Any) -> dict:
-    """The shard row for one segment, built as ``stages.EncodeFn.run`` builds it."""
-    frames = seg.frames
-    row: dict[str, Any] = {
-        "video_id": vid,
-        "source": source,
-        "label": None,
-        "label_index": None,
-        "segment": seg.index,
-        "start_frame": seg.start_frame,
-        "num_frames": len(frames),
-        "fps": FPS,
-        "height": int(frames.shape[1]),
-        "width": int(frames.shape[2]),
-        "rgb": encode_frames(frames, "jpeg", config.jpeg_quality),
-    }
-    if flow is not None:
-        row["flow_x"], row["flow_y"] = encode_flow(flow, config.flow_encoding, config.jpeg_quality)
-    row["meta"] = config.meta_json()
-    return row
+def tasks_for(videos: list[tuple[str, str]], seconds: float) -> list[VideoTask]:
+    """The tasks the pipeline makes of the manifest :func:`write_manifest` writes."""
+    return [VideoTask(vid, os.path.abspath(p), "train", start=0.0, end=seconds)
+            for vid, p in videos]  # fmt: skip
 
 
 def measure_stages(
     config: RunConfig, videos: list[tuple[str, str]], seconds: float, r: Round
 ) -> None:
-    """Time decode, flow, encode and write, each on its own, over every video."""
+    """Time each stage over every video, through the pipeline's own per-video code.
+
+    Calls :func:`tristream.pipeline.videos.stage_video` (``process_video`` plus the
+    cache staging) video after video in this one thread, then writes the shard with
+    :func:`tristream.pipeline.sinks.write_shard`: the same functions the pipeline's
+    DoFns call, without Beam. Per-stage seconds come from ``process_video``'s
+    :class:`~tristream.process.Stats`.
+    """
     schema = arrow_schema(config.modalities)
-    params: dict[str, Any] = {}
-    if config.flow == "torch":
-        params = {"device": config.device, "batch_size": config.flow_batch_size}
-    cache_root = os.path.join(config.output, "cache")
-    staged: list[tuple[dict, str]] = []
+    models = Models(config)
     r.load_stages = os.getloadavg()[0]
-    for vid, path in videos:
-        with r.probe:
-            probe(path)
-        identity = {"video_id": vid, "source": path, "label": None, "label_index": None}
-        # The cache entry (content hash of the source) and its done.json: what StageFn pays.
-        with r.stages["write"], r.stage_write:
-            entry, _ = cache.entry_dir(cache_root, config.config_hash, path, 0.0, seconds, vid)
-        done: list[dict] = []
-        segments = decode_segments(
-            path, fps=FPS, short_side=config.short_side, max_frames=MAX_FRAMES, start=0.0,
-            end=seconds,
-        )  # fmt: skip
-        while True:  # decode streams one segment at a time, as in DecodeFn
-            with r.stages["decode"]:
-                seg = next(segments, None)
-            if seg is None:
-                break
-            r.frames += len(seg.frames) - (1 if seg.index else 0)
-            flow = None
-            if config.flow != "none":
-                with r.stages["flow"]:
-                    flow = compute_flow(seg.frames, backend=config.flow, **params)
-                r.pairs += len(flow)
-            with r.stages["encode"]:
-                row = encode_row(config, vid, path, seg, flow)
-            with r.stages["write"], r.stage_write:
-                target = cache.segment_path(entry, seg.index)
-                write_parquet_rows(target, [row], schema)
-                done.append({"index": seg.index, "num_frames": row["num_frames"]})
-                if seg.is_last:
-                    cache.mark_done(entry, done, vid, path)
-            staged.append((identity, target))
-            del row, flow, seg
-
-    def rows() -> Iterator[dict]:
-        for identity, p in staged:
-            for row in iter_parquet_rows(p):
-                row.update(identity)  # as WriteShard does: identity from the manifest
-                yield row
-
+    outcomes = []
+    for task in tasks_for(videos, seconds):
+        stats = Stats()
+        with r.pipeline_stages:
+            outcome = stage_video(task, config, models, os.path.join(config.output, "cache"),
+                                  schema, stats)  # fmt: skip
+        if not outcome.ok:
+            raise RuntimeError(f"{task.video_id} failed: {outcome.failure}")
+        outcomes.append(outcome)
+        r.frames += stats.frames
+        r.pairs += stats.pairs
+        for stage, secs in stats.seconds.items():
+            r.stages[stage] = r.stages.get(stage, 0.0) + secs
     folder = os.path.join(config.output, "shards")
-    with r.stages["write"], r.shard_write:
-        for fmt in config.formats:
-            out = os.path.join(folder, shard_name(config.split, 0, 1, fmt))
-            if fmt == "parquet":
-                with ParquetShardWriter(out, schema) as writer:
-                    for row in rows():
-                        writer.write(row)
-            else:
-                write_tfrecord_rows(out, rows())
+    with r.shard_write:
+        write_shard(config, schema, folder, config.split, 0, 1, shard_rows(outcomes),
+                    outcomes)  # fmt: skip
 
 
 def warm_up(config: RunConfig, videos: list[tuple[str, str]]) -> None:
-    """One untimed pass over a single frame pair, so neither measurement pays first-call costs.
+    """One untimed video of 2 frames, so neither measurement pays first-call costs.
 
     (Library loading, OpenCV/torch initialisation, the ffmpeg binary in the page cache.)
     """
-    vid, path = videos[0]
-    seg = next(iter(decode_segments(path, fps=FPS, short_side=config.short_side, end=0.12)))
-    seg = Segment(0, 0, seg.frames[:2], True)
-    flow = None
-    if config.flow != "none":
-        params = {}
-        if config.flow == "torch":
-            params = {"device": config.device, "batch_size": config.flow_batch_size}
-        flow = compute_flow(seg.frames, backend=config.flow, **params)
-    row = encode_row(config, vid, path, seg, flow)
-    write_parquet_rows(
-        os.path.join(config.output, "warm.parquet"), [row], arrow_schema(config.modalities)
-    )
+    stage_video(tasks_for(videos[:1], 2 / FPS)[0], config, Models(config),
+                os.path.join(config.output, "cache"), arrow_schema(config.modalities))  # fmt: skip
 
 
 def in_thread(fn: Callable[..., Any], *args: Any) -> None:
@@ -303,45 +242,42 @@ def report(flow: str, args: argparse.Namespace, rounds: list[Round]) -> str:
     """The markdown table for one flow mode."""
     frames = rounds[0].frames
     pairs = rounds[0].pairs
-    wall = {s: median(rounds, lambda r, s=s: r.stages[s].wall) for s in STAGES}
-    cpu = {s: median(rounds, lambda r, s=s: r.stages[s].cpu) for s in STAGES}
+    stages = [s for s in STAGES if any(s in r.stages for r in rounds) or s == "write"]
+    wall = {s: median(rounds, lambda r, s=s: r.stage_seconds(s)) for s in stages}
     total = sum(wall.values())
-    total_cpu = sum(cpu.values())
+    loop_cpu = median(rounds, lambda r: r.pipeline_stages.cpu + r.shard_write.cpu)
     pipe = median(rounds, lambda r: r.pipeline.wall)
     pipe_cpu = median(rounds, lambda r: r.pipeline.cpu)
-    stage_w = median(rounds, lambda r: r.stage_write.wall)
+    stage_w = median(rounds, lambda r: r.stages.get("write", 0.0))
     shard_w = median(rounds, lambda r: r.shard_write.wall)
     lines = [
         f"### --flow {flow}  ({frames} frames, {pairs} flow pairs, workers={args.workers}, "
         f"format={args.format}, {len(rounds)} round(s), median)",
         "",
-        "| stage | frames | seconds | frames/s | share of total | cpu s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| stage | frames | seconds | frames/s | share of total |",
+        "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for s in STAGES:
+    if flow == "none":
+        lines.append("| flow (off) | - | - | - | - |")
+    for s in stages:
         name = s
         if s == "flow":
-            if flow == "none":
-                lines.append("| flow (off) | - | - | - | - | - |")
-                continue
             name = f"flow ({pairs} pairs, {fmt_rate(pairs, wall[s])} pairs/s)"
         if s == "write":
             name = f"write (stage {stage_w:.2f} s + shard {shard_w:.2f} s)"
         share = f"{100 * wall[s] / total:.1f}%" if total else "-"
         lines.append(
-            f"| {name} | {frames} | {wall[s]:.2f} | {fmt_rate(frames, wall[s])} | {share} "
-            f"| {cpu[s]:.2f} |"
+            f"| {name} | {frames} | {wall[s]:.2f} | {fmt_rate(frames, wall[s])} | {share} |"
         )
     lines.append(
-        f"| **sum of stages** | {frames} | {total:.2f} | {fmt_rate(frames, total)} | 100% "
-        f"| {total_cpu:.2f} |"
+        f"| **sum of stages** | {frames} | {total:.2f} | {fmt_rate(frames, total)} | 100% |"
     )
     overhead = pipe / total - 1 if total else float("nan")
-    overhead_cpu = pipe_cpu / total_cpu - 1 if total_cpu else float("nan")
+    overhead_cpu = pipe_cpu / loop_cpu - 1 if loop_cpu else float("nan")
     lines.append(
         f"| **pipeline** (run(), workers={args.workers}) | {rounds[0].pipeline_frames} "
         f"| {pipe:.2f} | {fmt_rate(rounds[0].pipeline_frames, pipe)} | "
-        f"{100 * pipe / total:.1f}% | {pipe_cpu:.2f} |"
+        f"{100 * pipe / total:.1f}% |"
     )
     verdict = "within" if overhead <= OVERHEAD_GOAL else "OVER"
     fair = "" if args.workers == 1 else " (workers > 1: the sum of stages is not a fair reference)"
@@ -349,22 +285,15 @@ def report(flow: str, args: argparse.Namespace, rounds: list[Round]) -> str:
         "",
         f"Pipeline: {pipe:.2f} s, {fmt_rate(rounds[0].pipeline_frames, pipe)} frames/s; "
         f"overhead vs sum of stages: **{100 * overhead:+.1f}%** wall ({verdict} the "
-        f"{100 * OVERHEAD_GOAL:.0f}% goal), {100 * overhead_cpu:+.1f}% cpu{fair}.",
+        f"{100 * OVERHEAD_GOAL:.0f}% goal), {100 * overhead_cpu:+.1f}% cpu (stage loop "
+        f"{loop_cpu:.2f} s, pipeline {pipe_cpu:.2f} s){fair}.",
     ]
-    probe_s = median(rounds, lambda r: r.probe.wall)
     extra = pipe - total
-    fixed = None if args.no_minimal_run else median(rounds, lambda r: r.minimal or 0.0)
-    if fixed is None:
-        lines.append(
-            f"Of the extra {extra:.2f} s: probe (one ffmpeg call per video before decoding, "
-            f"not one of the four stages) {probe_s:.2f} s."
-        )
-    else:
+    if not args.no_minimal_run:
+        fixed = median(rounds, lambda r: r.minimal or 0.0)
         lines.append(
             f"Of the extra {extra:.2f} s: fixed cost (~ a minimal run: 2 frames, flow off) "
-            f"{fixed:.2f} s, probe (one ffmpeg call per video before decoding, not one of the "
-            f"four stages) {probe_s:.2f} s, remainder (per-element Beam cost and noise) "
-            f"{extra - fixed - probe_s:.2f} s."
+            f"{fixed:.2f} s, remainder (per-element Beam cost and noise) {extra - fixed:.2f} s."
         )
     lines.append(
         "1-min load average when the stage loop / the pipeline started: "
@@ -440,9 +369,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--seconds", type=float, default=2.0, help="decode only the first S seconds of each video"
     )
     p.add_argument("--workers", type=int, default=1, help="pipeline worker threads")
+    p.add_argument("--detector", help="person detector (adds the pose stages)")
+    p.add_argument("--pose-model", help="pose model, with --detector")
+    p.add_argument("--skeletons", help="imported skeletons (adds the pose stages)")
     p.add_argument(
         "--flow",
-        choices=("opencv", "none", "torch"),
+        choices=flow_choices(),
         default=None,
         help="flow backend (default: opencv, then none)",
     )

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 
 import apache_beam as beam
 
@@ -54,22 +55,25 @@ class WriteShard(beam.DoFn):
         self.schema = arrow_schema(self.config.modalities)
         self.folder = os.path.join(self.config.output, "shards")
 
-    def _rows(self, videos: list[VideoOutcome]):
-        for video in videos:
-            t = video.task
-            identity = {"video_id": t.video_id, "source": t.source, "label": t.label,
-                        "label_index": t.label_index}  # fmt: skip
-            for path in video.paths:
-                for row in iter_parquet_rows(path):
-                    # The cache is keyed by content: identity comes from this run's manifest.
-                    row.update(identity)
-                    yield row
-
     def process(self, element):
         (split, shard, num_shards), videos = element
         videos = sorted(videos, key=lambda v: v.task.video_id)
         yield write_shard(self.config, self.schema, self.folder, split, shard, num_shards,
-                          self._rows(videos), videos)  # fmt: skip
+                          shard_rows(videos), videos)  # fmt: skip
+
+
+def shard_rows(videos: list[VideoOutcome]) -> Iterator[dict]:
+    """The staged rows of ``videos`` in order, their identity columns (id, source, label)
+    set from this run's tasks: the cache is keyed by content, so a renamed or
+    relabelled video is found there under its old identity."""
+    for video in videos:
+        t = video.task
+        identity = {"video_id": t.video_id, "source": t.source, "label": t.label,
+                    "label_index": t.label_index}  # fmt: skip
+        for path in video.paths:
+            for row in iter_parquet_rows(path):
+                row.update(identity)
+                yield row
 
 
 WRITERS = {"parquet": ParquetShardWriter, "tfrecord": TFRecordShardWriter}

@@ -15,9 +15,12 @@ import contextlib
 import logging
 import os
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
@@ -119,49 +122,74 @@ class ProcessVideo(beam.DoFn):
         yield outcome
 
     def _outcome(self, task: VideoTask) -> VideoOutcome:
-        c = self.config
-        try:
-            entry, reusable = cache.entry_dir(
-                self.cache_root, c.config_hash, task.source, task.start, task.end, task.video_id
-            )
-            done = cache.read_done(entry) if reusable else None
-        except OSError as exc:
-            return VideoOutcome(task, failure=Failure(
-                task.video_id, task.source, "cache", error_text(exc)))  # fmt: skip
-        if done is not None:
-            self.cached.inc()
-            paths = tuple(cache.segment_path(entry, s["index"]) for s in done)
-            frames = sum(s["num_frames"] for s in done) - (len(done) - 1)
-            return VideoOutcome(task, paths, frames, cached=True)
-
         if self.models.torch_on_cpu:  # torch's thread count is per calling thread
-            share_cpu_threads(worker_threads(c))
+            share_cpu_threads(worker_threads(self.config))
         stats = Stats()
-        segments: list[dict] = []
-        complete = False
         try:
-            with contextlib.closing(
-                process_video(task, c, self.models, stats, on_frames=progress.frames)
-            ) as rows:
-                for seg in rows:
-                    try:
-                        write_parquet_rows(cache.segment_path(entry, seg.index), [seg.row],
-                                           self.schema)  # fmt: skip
-                        segments.append({"index": seg.index, "num_frames": seg.num_frames})
-                        if seg.is_last:
-                            cache.mark_done(entry, segments, task.video_id, task.source)
-                            complete = True
-                    except Exception as exc:  # noqa: BLE001
-                        raise VideoFailed("write", error_text(exc), seg.index) from exc
-        except VideoFailed as exc:
-            shutil.rmtree(entry, ignore_errors=True)  # a partial entry is never reused
-            return VideoOutcome(task, failure=Failure(
-                task.video_id, task.source, exc.stage, exc.error, exc.segment))  # fmt: skip
+            outcome = stage_video(task, self.config, self.models, self.cache_root, self.schema,
+                                  stats, on_frames=progress.frames)  # fmt: skip
         finally:
             self.frames.inc(stats.frames)
             self.pairs.inc(stats.pairs)
             self.persons.inc(stats.persons)
-        if not complete:  # process_video ends with the row marked is_last, or raises
-            raise AssertionError(f"rows ended before the last segment: {segments}")
-        paths = tuple(cache.segment_path(entry, s["index"]) for s in segments)
-        return VideoOutcome(task, paths, stats.frames)
+        if outcome.cached:
+            self.cached.inc()
+        return outcome
+
+
+def stage_video(
+    task: VideoTask,
+    config: RunConfig,
+    models: Models,
+    cache_root: str,
+    schema: pa.Schema,
+    stats: Stats | None = None,
+    on_frames: Callable[[int], None] | None = None,
+) -> VideoOutcome:
+    """One video from its task to its cache entry under ``cache_root`` (``OUT/cache``).
+
+    Reuses a complete entry (by content hash) without decoding; else runs
+    :func:`~tristream.process.process_video` and writes each row as a one-row
+    Parquet file of ``schema``, then the entry's ``done.json``. Any failure
+    (a :class:`~tristream.process.VideoFailed`, or the ``write`` of a row)
+    removes the partial entry and is returned as the outcome's ``failure``.
+    ``stats`` gets the per-stage seconds, ``write`` included. Plain Python: the
+    DoFn and the pipeline benchmark both call it.
+    """
+    stats = stats if stats is not None else Stats()
+    try:
+        entry, reusable = cache.entry_dir(
+            cache_root, config.config_hash, task.source, task.start, task.end, task.video_id
+        )
+        done = cache.read_done(entry) if reusable else None
+    except OSError as exc:
+        return VideoOutcome(task, failure=Failure(
+            task.video_id, task.source, "cache", error_text(exc)))  # fmt: skip
+    if done is not None:
+        paths = tuple(cache.segment_path(entry, s["index"]) for s in done)
+        frames = sum(s["num_frames"] for s in done) - (len(done) - 1)
+        return VideoOutcome(task, paths, frames, cached=True)
+
+    segments: list[dict] = []
+    complete = False
+    try:
+        with contextlib.closing(process_video(task, config, models, stats, on_frames)) as rows:
+            for seg in rows:
+                t0 = time.perf_counter()
+                try:
+                    write_parquet_rows(cache.segment_path(entry, seg.index), [seg.row], schema)
+                    segments.append({"index": seg.index, "num_frames": seg.num_frames})
+                    if seg.is_last:
+                        cache.mark_done(entry, segments, task.video_id, task.source)
+                        complete = True
+                except Exception as exc:  # noqa: BLE001
+                    raise VideoFailed("write", error_text(exc), seg.index) from exc
+                stats.add_time("write", time.perf_counter() - t0)
+    except VideoFailed as exc:
+        shutil.rmtree(entry, ignore_errors=True)  # a partial entry is never reused
+        return VideoOutcome(task, failure=Failure(
+            task.video_id, task.source, exc.stage, exc.error, exc.segment))  # fmt: skip
+    if not complete:  # process_video ends with the row marked is_last, or raises
+        raise AssertionError(f"rows ended before the last segment: {segments}")
+    paths = tuple(cache.segment_path(entry, s["index"]) for s in segments)
+    return VideoOutcome(task, paths, stats.frames)
