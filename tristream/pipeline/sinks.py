@@ -21,17 +21,15 @@ from tristream.config import RunConfig
 from tristream.pipeline.videos import Failure, VideoOutcome
 from tristream.process import VideoTask
 from tristream.shards.atomic import write_text_atomic
-from tristream.shards.parquet import ParquetShardWriter, iter_parquet_rows
+from tristream.shards.files import SHARD_SUFFIXES, iter_raw_rows, open_shard_writer, shard_suffix
 from tristream.shards.schema import SCHEMA_VERSION, arrow_schema
-from tristream.shards.tfrecord import TFRecordShardWriter
 
 LOG = logging.getLogger(__name__)
-SUFFIX = {"parquet": ".parquet", "tfrecord": ".tfrecord"}
 
 
 def shard_name(split: str, shard: int, num_shards: int, fmt: str) -> str:
     """``<split>-<shard:05d>-of-<num_shards:05d>.<fmt>``"""
-    return f"{split}-{shard:05d}-of-{num_shards:05d}{SUFFIX[fmt]}"
+    return f"{split}-{shard:05d}-of-{num_shards:05d}{shard_suffix(fmt)}"
 
 
 def shard_key(outcome: VideoOutcome) -> tuple[tuple[str, int, int], VideoOutcome]:
@@ -71,12 +69,9 @@ def shard_rows(videos: list[VideoOutcome]) -> Iterator[dict]:
         identity = {"video_id": t.video_id, "source": t.source, "label": t.label,
                     "label_index": t.label_index}  # fmt: skip
         for path in video.paths:
-            for row in iter_parquet_rows(path):
+            for row in iter_raw_rows(path):
                 row.update(identity)
                 yield row
-
-
-WRITERS = {"parquet": ParquetShardWriter, "tfrecord": TFRecordShardWriter}
 
 
 def write_shard(config, schema, folder, split, shard, num_shards, rows, videos) -> dict:
@@ -84,9 +79,7 @@ def write_shard(config, schema, folder, split, shard, num_shards, rows, videos) 
     paths = [os.path.join(folder, shard_name(split, shard, num_shards, f)) for f in config.formats]
     stored_frames = count = 0
     with contextlib.ExitStack() as stack:
-        writers = [
-            stack.enter_context(WRITERS[f](p, schema)) for f, p in zip(config.formats, paths)
-        ]
+        writers = [stack.enter_context(open_shard_writer(p, schema)) for p in paths]
         for row in rows:
             for writer in writers:
                 writer.write(row)
@@ -171,7 +164,7 @@ def finalize(
     # format) would be read as part of this one: remove them.
     current = {os.path.basename(f["path"]) for s in shards for f in s["files"]}
     for name in sorted(os.listdir(folder)):
-        if name.endswith(tuple(SUFFIX.values())) and name not in current:
+        if name.endswith(tuple(SHARD_SUFFIXES.values())) and name not in current:
             LOG.warning("removing stale shard from an earlier run: %s", name)
             os.remove(os.path.join(folder, name))
 
