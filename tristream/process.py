@@ -153,7 +153,8 @@ def process_video(
     ``task`` names the video (and its time range), ``config`` the run's
     settings, ``models`` what the worker loaded once. Rows come in segment
     order; the last has ``is_last``. ``stats`` (when given) is filled as the
-    work goes; ``on_frames(n)`` is called as ``n`` new frames are decoded.
+    work goes; ``on_frames(n)`` is called as ``n`` new frames are decoded (frame by
+    frame, as ffmpeg delivers them).
     ``config.timeout`` seconds (0: none) bound the probe and decode together.
 
     Raises :class:`VideoFailed` (stage, segment, readable error) for any
@@ -179,6 +180,7 @@ def process_video(
             task.source, fps=config.fps, short_side=config.short_side,
             max_frames=config.max_frames, start=task.start, end=task.end,
             timeout=remaining(), min_frames=2,  # flow needs a pair: one frame is a failure
+            info=info, on_frame=None if on_frames is None else lambda: on_frames(1),
         )  # fmt: skip
         while True:
             stage = "decode"
@@ -188,10 +190,7 @@ def process_video(
             if seg is None:
                 return
             index, frames = seg.index, seg.frames
-            new_frames = len(frames) - (1 if seg.index else 0)
-            stats.frames += new_frames
-            if on_frames is not None:
-                on_frames(new_frames)
+            stats.frames += len(frames) - (1 if seg.index else 0)
 
             flow = None
             if config.flow != "none":

@@ -24,7 +24,7 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -323,6 +323,7 @@ def decode_segments(
     timeout: float | None = None,
     min_frames: int = 1,
     info: VideoInfo | None = None,
+    on_frame: Callable[[], None] | None = None,
 ) -> Iterator[Segment]:
     """Decode ``path`` and yield :class:`Segment` s of at most ``max_frames`` frames.
 
@@ -338,7 +339,8 @@ def decode_segments(
     when fewer than ``min_frames`` frames are decoded, and for a truncated file
     (ffmpeg's demuxer reports a partial file) — always before the segment
     marked ``is_last`` is yielded, so a consumer never takes a failed video
-    for a complete one.
+    for a complete one. ``on_frame()`` is called as each frame arrives from
+    ffmpeg (each once, the overlap not again), for progress on long videos.
     """
     if max_frames < 2:
         raise ValueError("max_frames must be at least 2 (segments overlap by one frame)")
@@ -395,6 +397,8 @@ def decode_segments(
             _finish(0)
         while pending is not None:
             buffer.append(pending)
+            if on_frame is not None:
+                on_frame()
             pending = _read_ppm(proc.stdout)
             if len(buffer) == max_frames or pending is None:
                 if pending is None:
