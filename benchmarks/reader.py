@@ -8,7 +8,7 @@ Run from the repository root::
 
 Without ``--shards`` it writes ``--rows`` rows of ``--frames`` synthetic
 256x340 frames (smooth moving textures, so JPEG sizes are realistic) with the
-project's writers, as the pipeline's ``EncodeFn`` builds rows: RGB as JPEG,
+project's writers, as the pipeline builds rows (``tristream.shards.row.encode_row``): RGB as JPEG,
 flow as two grayscale JPEG planes per frame pair, in ``--files`` Parquet (or
 ``--format tfrecord``) shards.
 

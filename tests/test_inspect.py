@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.helpers import jpeg_round_trip
+from tristream.config import RunConfig
 from tristream.inspect import (
     GAP,
     HEADER_H,
@@ -31,7 +32,6 @@ from tristream.inspect import (
     track_color,
     write_contact_sheet,
 )
-from tristream.pipeline.config import RunConfig
 from tristream.pipeline.run import run
 from tristream.shards import read_rows
 from tristream.shards.files import write_rows
