@@ -28,34 +28,19 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-#: COCO-17 joint names, in keypoint order.
-COCO_JOINTS: tuple[str, ...] = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle",
-)  # fmt: skip
-
-#: The COCO person 'skeleton' field as the annotations spell it (1-based joint numbers).
-COCO_SKELETON_1BASED: tuple[tuple[int, int], ...] = (
-    (16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8),
-    (7, 9), (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
-)  # fmt: skip
-
-#: The 19 COCO limbs as 0-based joint index pairs (same order as the annotations).
-COCO_SKELETON: tuple[tuple[int, int], ...] = tuple((a - 1, b - 1) for a, b in COCO_SKELETON_1BASED)
+from tristream.shards.coco import JOINT_NAMES, NUM_JOINTS, SKELETON
 
 #: Body sides, the colours of ``coarse`` colouring.
 SIDES: tuple[str, ...] = ("left", "right", "centre")
 
 
 def _joint_side(j: int) -> str:
-    name = COCO_JOINTS[j]
+    name = JOINT_NAMES[j]
     return "left" if name.startswith("left") else "right" if name.startswith("right") else "centre"
 
 
 #: Side of each joint: the nose is centre, ``left_*`` left, ``right_*`` right.
-JOINT_SIDES: tuple[str, ...] = tuple(_joint_side(j) for j in range(17))
+JOINT_SIDES: tuple[str, ...] = tuple(_joint_side(j) for j in range(NUM_JOINTS))
 
 
 def _limb_side(a: int, b: int) -> str:
@@ -65,7 +50,7 @@ def _limb_side(a: int, b: int) -> str:
 
 #: Side of each limb: the side of its non-centre end(s); limbs across the body
 #: (eye-eye, shoulder-shoulder, hip-hip) are centre.
-LIMB_SIDES: tuple[str, ...] = tuple(_limb_side(a, b) for a, b in COCO_SKELETON)
+LIMB_SIDES: tuple[str, ...] = tuple(_limb_side(a, b) for a, b in SKELETON)
 
 #: RGB colour of each side in ``coarse`` colouring (exactly three colours).
 SIDE_COLORS: dict[str, tuple[int, int, int]] = {
@@ -82,12 +67,12 @@ def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
 
 #: RGB colour of each limb in ``fine`` colouring: 19 saturated hues.
 FINE_LIMB_COLORS: tuple[tuple[int, int, int], ...] = tuple(
-    _hsv(i / len(COCO_SKELETON), 1.0, 1.0) for i in range(len(COCO_SKELETON))
+    _hsv(i / len(SKELETON), 1.0, 1.0) for i in range(len(SKELETON))
 )
 
 #: RGB colour of each joint in ``fine`` colouring: 17 pale hues, none equal to a limb's.
 FINE_JOINT_COLORS: tuple[tuple[int, int, int], ...] = tuple(
-    _hsv(j / 17 + 0.5 / 17, 0.45, 1.0) for j in range(17)
+    _hsv(j / NUM_JOINTS + 0.5 / NUM_JOINTS, 0.45, 1.0) for j in range(NUM_JOINTS)
 )
 
 #: The render options by name (the one registry the CLI and RenderStyle read):
@@ -286,7 +271,7 @@ def render_pose(
     for m in range(len(kp)):
         w = widths[m]
         if style.marks == "bars":
-            for i, (ja, jb) in enumerate(COCO_SKELETON):
+            for i, (ja, jb) in enumerate(SKELETON):
                 if vis[m, ja] and vis[m, jb]:
                     color = SIDE_COLORS[LIMB_SIDES[i]] if coarse else FINE_LIMB_COLORS[i]
                     _paint(out, kp[m, ja, :2], kp[m, jb, :2], w / 2, color, style.antialias)
