@@ -28,7 +28,7 @@ from tristream.config import RunConfig
 from tristream.models.common import share_cpu_threads, usable_cpus
 from tristream.pipeline import cache, progress
 from tristream.process import Models, Stats, VideoFailed, VideoTask, error_text, process_video
-from tristream.shards.parquet import write_parquet_rows
+from tristream.shards.files import write_rows
 from tristream.shards.schema import arrow_schema
 
 LOG = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ def stage_video(
             for seg in rows:
                 t0 = time.perf_counter()
                 try:
-                    write_parquet_rows(cache.segment_path(entry, seg.index), [seg.row], schema)
+                    write_rows(cache.segment_path(entry, seg.index), [seg.row], schema)
                     segments.append({"index": seg.index, "num_frames": seg.num_frames})
                     if seg.is_last:
                         cache.mark_done(entry, segments, task.video_id, task.source)

@@ -5,9 +5,10 @@ imported on first use).
 """
 
 from tristream.shards.reader import read_rows, shard_files
+from tristream.shards.row import RowView, encode_row
 from tristream.shards.schema import SCHEMA_VERSION
 
-__all__ = ["SCHEMA_VERSION", "ShardDataset", "read_rows", "shard_files"]
+__all__ = ["SCHEMA_VERSION", "RowView", "ShardDataset", "encode_row", "read_rows", "shard_files"]
 
 
 def __getattr__(name: str):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -30,14 +30,6 @@ class ParquetShardWriter(AtomicRowWriter):
 
     def _close_output(self) -> None:
         self._writer.close()
-
-
-def write_parquet_rows(path: str, rows: Iterable[dict[str, Any]], schema: pa.Schema) -> int:
-    """Write ``rows`` to ``path`` atomically; return how many were written."""
-    with ParquetShardWriter(path, schema) as writer:
-        for row in rows:
-            writer.write(row)
-    return writer.rows
 
 
 def iter_parquet_rows(path: str, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
