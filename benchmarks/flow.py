@@ -22,7 +22,7 @@ Runs OpenCV contrib's ``DualTVL1OpticalFlow`` (default parameters) and
 Usage::
 
     python benchmarks/flow.py [--sizes 256x340] [--batch-sizes 1,2,4,8,16,32,64]
-        [--device cpu|cuda] [--pairs N] [--threads T] [--compile off|on|both]
+        [--device cpu|cuda] [--pairs N] [--threads T] [--kernels eager,compiled,triton]
         [--max-batch whole|auto|both]
 
 Data: ``$TRISTREAM_DATA/videos/{bikes,carphone_pristine}.mp4`` (default
@@ -45,7 +45,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tristream.models.tvl1 import CPU_MAX_BATCH, TVL1Params, tvl1_flow  # noqa: E402
+from tristream.models.tvl1 import (  # noqa: E402
+    CPU_MAX_BATCH,
+    KERNELS,
+    TVL1Params,
+    TVL1Stats,
+    tvl1_flow,
+)
 
 DATA = Path(os.environ.get("TRISTREAM_DATA", REPO.parent / "shared" / "data"))
 VIDEOS = ("bikes.mp4", "carphone_pristine.mp4")
@@ -147,13 +153,15 @@ def opencv_flow(i0: np.ndarray, i1: np.ndarray) -> np.ndarray:
 def torch_flow(
     pairs,
     device: str,
-    compile: bool,
+    kernel: str,
     params: TVL1Params | None = None,
     max_batch: int | None = None,
+    stats: TVL1Stats | None = None,
 ):
+    """Flows [N, H, W, 2] (numpy) of ``pairs`` solved in one ``tvl1_flow`` call."""
     a = torch.from_numpy(np.stack([p[0] for p in pairs])).to(device=device, dtype=torch.float32)
     b = torch.from_numpy(np.stack([p[1] for p in pairs])).to(device=device, dtype=torch.float32)
-    out = tvl1_flow(a, b, params, compile=compile, max_batch=max_batch)
+    out = tvl1_flow(a, b, params, kernel=kernel, max_batch=max_batch, stats=stats)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return out.cpu().numpy()
@@ -195,25 +203,27 @@ def speed_rows(args) -> list[tuple[int, int]]:
     return out
 
 
-def bench_speed(args, size, compile: bool, n_threads: int, rows: list[str]) -> None:
+def bench_speed(args, size, kernel: str, n_threads: int, rows: list[str]) -> None:
     device = args.device
     warm = real_pairs(size, 2)
     t0 = time.perf_counter()
-    torch_flow(warm[:1], device, compile)  # warm-up (and compilation) on batch size 1
-    torch_flow(warm[:2], device, compile)
+    torch_flow(warm[:1], device, kernel)  # warm-up (and compilation) on batch size 1
+    torch_flow(warm[:2], device, kernel)
     warm_s = time.perf_counter() - t0
-    label = "torch.compile" if compile else "eager"
-    print(f"# {label}: warm-up {warm_s:.1f} s", file=sys.stderr)
+    print(f"# {kernel}: warm-up {warm_s:.1f} s", file=sys.stderr)
     for bs, together in speed_rows(args):
         n = max(bs, args.pairs)
         n = -(-n // bs) * bs  # whole batches
         pairs = real_pairs(size, n)
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
+        stats = TVL1Stats()
         t0 = time.perf_counter()
         for s in range(0, n, bs):
-            torch_flow(pairs[s : s + bs], device, compile, max_batch=together)
+            torch_flow(pairs[s : s + bs], device, kernel, max_batch=together, stats=stats)
         t_torch = time.perf_counter() - t0
+        label = stats.kernel if stats.kernel == kernel else f"{kernel} (ran {stats.kernel}!)"
+        syncs = stats.host_syncs / stats.batches
         mem = ""
         if device.startswith("cuda"):
             mem = f"{torch.cuda.max_memory_allocated() / bs / 2**20:.0f}"
@@ -225,7 +235,7 @@ def bench_speed(args, size, compile: bool, n_threads: int, rows: list[str]) -> N
         tp, cp = n / t_torch, n_cv / t_cv
         rows.append(
             f"| {size[0]}x{size[1]} | {n_threads} | {label} | {bs} | {together} | {n} | "
-            f"{tp:.2f} | {cp:.2f} | {tp / cp:.2f} | {mem or 'n/a'} |"
+            f"{tp:.2f} | {cp:.2f} | {tp / cp:.2f} | {mem or 'n/a'} | {syncs:.0f} |"
         )
         print(rows[-1], file=sys.stderr)
 
@@ -328,19 +338,19 @@ def bench_accuracy(args, rows: list[str]) -> None:
     device = args.device
     size = (256, 340)
     pairs = real_pairs(size, args.accuracy_pairs)
-    got = torch_flow(pairs, device, False)
+    got = torch_flow(pairs, device, "eager")
     rows.append(
         accuracy_row(f"real consecutive frames {size[0]}x{size[1]}, {len(pairs)} pairs", pairs, got)
     )
     print(rows[-1], file=sys.stderr)
     for short in args.stereo_sides:
         i0, i1, gt, valid, scale = stereo_pair(short)
-        got = torch_flow([(i0, i1)], device, False)
+        got = torch_flow([(i0, i1)], device, "eager")
         name = f"stereo_motorcycle {i0.shape[0]}x{i0.shape[1]} (downscaled x{scale:.3f})"
         rows.append(accuracy_row(name, [(i0, i1)], got, [(gt, valid)]))
         print(rows[-1], file=sys.stderr)
     syn = synthetic_pairs(size, args.synthetic_pairs)
-    got = torch_flow([(a, b) for a, b, _, _ in syn], device, False)
+    got = torch_flow([(a, b) for a, b, _, _ in syn], device, "eager")
     name = f"synthetic smooth warps <= 10 px {size[0]}x{size[1]}, {len(syn)} pairs"
     rows.append(
         accuracy_row(name, [(a, b) for a, b, _, _ in syn], got, [(gt, m) for _, _, gt, m in syn])
@@ -365,7 +375,12 @@ def main(argv: list[str] | None = None) -> None:
         default=str(torch.get_num_threads()),
         help="comma-separated thread counts (torch.set_num_threads = cv2.setNumThreads)",
     )
-    ap.add_argument("--compile", default="off", choices=["off", "on", "both"])
+    ap.add_argument(
+        "--kernels",
+        default="eager",
+        help=f"comma-separated kernel paths to time, of {','.join(KERNELS)} (triton: CUDA only; "
+        "under TRITON_INTERPRET=1 on the CPU it is a test mode, not timed)",
+    )
     ap.add_argument(
         "--max-batch",
         default="both",
@@ -384,6 +399,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda but torch.cuda.is_available() is False")
     threads = [int(t) for t in args.threads.split(",") if t]
+    args.kernels = [k for k in args.kernels.split(",") if k]
+    for kernel in args.kernels:
+        if kernel not in KERNELS:
+            ap.error(f"unknown kernel {kernel!r}; choose from {KERNELS}")
+    if args.device == "cpu" and "triton" in args.kernels:
+        ap.error("the triton kernels run on the CPU only interpreted (a test mode): not timed")
 
     gpu = torch.cuda.get_device_name() if args.device == "cuda" else "none"
     print(
@@ -393,18 +414,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     if not args.skip_speed:
         rows: list[str] = []
-        modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
         for n_threads in threads:
             torch.set_num_threads(n_threads)
             cv2.setNumThreads(n_threads)
             for size in (parse_size(s) for s in args.sizes.split(",")):
-                for compile in modes:
-                    bench_speed(args, size, compile, n_threads, rows)
+                for kernel in args.kernels:
+                    bench_speed(args, size, kernel, n_threads, rows)
         print(
-            "| size | threads | torch mode | batch | solved together | pairs | torch pairs/s | "
-            "OpenCV pairs/s | torch/OpenCV | peak GPU MiB/pair |"
+            "| size | threads | kernel | batch | solved together | pairs | torch pairs/s | "
+            "OpenCV pairs/s | torch/OpenCV | peak GPU MiB/pair | host syncs/batch |"
         )
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         print("\n".join(rows) + "\n")
     if not args.skip_accuracy:
         torch.set_num_threads(threads[-1])

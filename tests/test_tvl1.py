@@ -1,22 +1,34 @@
 """Correctness of the batched torch TV-L1 solver against known motion and OpenCV's DualTVL1.
 
 Frames are small (12x15 .. 64x96) so that the file runs in well under a minute on 2 CPU
-cores; the full-size (256x340) agreement check and the torch.compile check are ``slow``.
+cores; the full-size (256x340) agreement check is ``slow``. The kernel paths (compiled,
+Triton) are tested in ``test_tvl1_kernels.py``. Missing test data is an error, not a skip.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+import skimage.data as skdata
 import torch
 
-from tristream.models.tvl1 import CPU_MAX_BATCH, TVL1, TVL1Params, tvl1_flow
-
-cv2 = pytest.importorskip("cv2")
-skdata = pytest.importorskip("skimage.data")
+from tristream.models import tvl1 as tvl1_module
+from tristream.models.tvl1 import (
+    CPU_MAX_BATCH,
+    TVL1,
+    TVL1Params,
+    TVL1Stats,
+    cuda_batch_size,
+    pair_bytes,
+    tvl1_flow,
+)
 
 DATA = Path(os.environ.get("TRISTREAM_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
 
@@ -48,7 +60,7 @@ def _torch(i0: np.ndarray, i1: np.ndarray, params: TVL1Params | None = None) -> 
 def _video_frames(name: str, size: tuple[int, int], start: int, count: int) -> list[np.ndarray]:
     path = DATA / "videos" / name
     if not path.exists():
-        pytest.skip(f"test video {path} not found (set TRISTREAM_DATA)")
+        raise FileNotFoundError(f"test video {path} not found (set TRISTREAM_DATA)")
     cap = cv2.VideoCapture(str(path))
     frames = []
     index = 0
@@ -348,13 +360,20 @@ def test_chunked_batch_carries_the_initial_flow_of_each_pair(video_pairs) -> Non
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_converged_pair_stops_while_the_other_continues(video_pairs, device: str) -> None:
-    """A zero-motion pair converges at once; batched with a moving pair nothing changes."""
+@pytest.mark.parametrize("sync_every", [1, 30], ids=["read-every-iteration", "read-per-run"])
+def test_converged_pair_stops_while_the_other_continues(
+    video_pairs, device: str, sync_every: int
+) -> None:
+    """A zero-motion pair converges at once; batched with a moving pair nothing changes.
+
+    With one host read per run of 30 inner iterations, the still pair stays in the batch for
+    29 more iterations after it converged: the device-side mask must keep it unchanged.
+    """
     still = video_pairs[0][0]
     moving = video_pairs[1]
     i0 = _t(still, moving[0]).to(device)
     i1 = _t(still, moving[1]).to(device)
-    both = tvl1_flow(i0, i1, max_batch=2)
+    both = tvl1_flow(i0, i1, max_batch=2, sync_every=sync_every)
     assert both[0].abs().max() < 1e-3
     torch.testing.assert_close(both[0], tvl1_flow(i0[:1], i1[:1])[0], atol=1e-5, rtol=0)
     torch.testing.assert_close(both[1], tvl1_flow(i0[1:], i1[1:])[0], atol=1e-4, rtol=0)
@@ -386,11 +405,115 @@ def test_module_dtypes_and_validation(video_pairs) -> None:
         TVL1Params(median_filtering=4)
 
 
-@pytest.mark.slow
-def test_compiled_kernels_agree_with_eager(video_pairs) -> None:
-    """``compile=True`` (torch.compile, or its eager fallback) gives the same flow."""
+# ------------------------------------------------------------------------------------------
+# device-side convergence: the same flow as before, one host read per outer run
+
+# The last commit of the solver that asked the host after every inner iteration.
+PRE_DEVICE_CONVERGENCE = "60690ef5c6a5ac910004c2c03a55cc8d68b74319"
+
+
+@pytest.fixture(scope="module")
+def previous_solver():
+    """``tristream/models/tvl1.py`` as of :data:`PRE_DEVICE_CONVERGENCE`, imported apart.
+
+    Read from this repository's git history; a missing history is an error.
+    """
+    repo = Path(__file__).resolve().parents[1]
+    source = subprocess.run(
+        ["git", "show", f"{PRE_DEVICE_CONVERGENCE}:tristream/models/tvl1.py"],
+        cwd=repo, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    name = "tvl1_before_device_convergence"
+    spec = importlib.util.spec_from_loader(name, loader=None)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    try:
+        exec(
+            compile(source, f"<git {PRE_DEVICE_CONVERGENCE[:7]}>/tvl1.py", "exec"), module.__dict__
+        )
+        yield module
+    finally:
+        del sys.modules[name]
+
+
+@pytest.mark.parametrize("sync_every", [1, 7, 30])
+def test_flow_is_bit_identical_to_the_host_synchronised_solver(
+    video_pairs, previous_solver, sync_every: int
+) -> None:
+    """Masking converged pairs on the device and compacting at host reads gives exactly the
+    flow of the solver that asked the host after every inner iteration, whenever the reads
+    happen (real frames, three pairs solved together, with and without gamma)."""
     i0 = _t(*(a for a, _ in video_pairs))
     i1 = _t(*(b for _, b in video_pairs))
-    eager = tvl1_flow(i0, i1).numpy()
-    compiled = tvl1_flow(i0, i1, compile=True).numpy()
-    assert _epe(compiled, eager) < 0.06
+    before = previous_solver.tvl1_flow(i0, i1, max_batch=3)
+    now = tvl1_flow(i0, i1, max_batch=3, sync_every=sync_every)
+    assert torch.equal(now, before), (now - before).abs().max()
+    small = dict(nscales=3, warps=2, gamma=0.5)
+    before = previous_solver.tvl1_flow(
+        i0[:2], i1[:2], previous_solver.TVL1Params(**small), max_batch=2
+    )
+    now = tvl1_flow(i0[:2], i1[:2], TVL1Params(**small), max_batch=2, sync_every=sync_every)
+    assert torch.equal(now, before), (now - before).abs().max()
+
+
+def test_host_reads_the_mask_at_most_once_per_outer_run(video_pairs) -> None:
+    """With one read per run (the default off the CPU) the host syncs at most once per outer
+    run; reading after every iteration syncs once per iteration. The flow is the same."""
+    i0 = _t(*(a for a, _ in video_pairs))
+    i1 = _t(*(b for _, b in video_pairs))
+    params = TVL1Params()
+    levels = params.nscales  # 64x96 keeps all 5 (the smallest is 26x39)
+    per_run = TVL1Stats()
+    a = tvl1_flow(i0, i1, params, max_batch=3, sync_every=params.inner_iterations, stats=per_run)
+    assert per_run.batches == 1
+    assert 0 < per_run.host_syncs <= per_run.outer_runs
+    assert per_run.outer_runs <= levels * params.warps * params.outer_iterations
+    every = TVL1Stats()
+    b = tvl1_flow(i0, i1, params, max_batch=3, sync_every=1, stats=every)
+    assert every.host_syncs == every.inner_iterations > per_run.host_syncs
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="sync_every"):
+        tvl1_flow(i0, i1, sync_every=0)
+
+
+# ------------------------------------------------------------------------------------------
+# out of memory: split and retry; default CUDA batch from the free memory
+
+
+def test_out_of_memory_batch_is_split_in_halves_and_no_pair_is_lost(video_pairs, monkeypatch):
+    """``before_batch`` (the documented test hook) raises torch.OutOfMemoryError for batches
+    of more than one pair: 3 pairs become 2 + 1, then 1 + 1 + 1, with every pair's flow."""
+    i0 = _t(*(a for a, _ in video_pairs))
+    i1 = _t(*(b for _, b in video_pairs))
+    params = TVL1Params(nscales=2, warps=2, outer_iterations=3)
+    alone = torch.cat([tvl1_flow(i0[k : k + 1], i1[k : k + 1], params) for k in range(3)])
+    seen: list[int] = []
+
+    def tight_memory(batch: int) -> None:
+        seen.append(batch)
+        if batch > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    monkeypatch.setattr(tvl1_module, "before_batch", tight_memory)
+    stats = TVL1Stats()
+    got = tvl1_flow(i0, i1, params, max_batch=3, stats=stats)
+    assert seen == [3, 2, 1, 1, 1]
+    assert stats.oom_splits == 2 and stats.batches == 3 and stats.pairs == 3
+    torch.testing.assert_close(got, alone, atol=1e-5, rtol=0)
+
+    def no_memory(batch: int) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    monkeypatch.setattr(tvl1_module, "before_batch", no_memory)
+    with pytest.raises(torch.OutOfMemoryError):  # one pair that does not fit: an error
+        tvl1_flow(i0[:1], i1[:1], params)
+
+
+def test_default_cuda_batch_fills_the_free_memory(monkeypatch) -> None:
+    """~17.5 MiB per 256x340 pair; 80% of the free memory, between 1 and 256 pairs."""
+    assert 17.0 <= pair_bytes(256, 340) / 2**20 <= 18.0
+    assert pair_bytes(128, 170) * 4 == pair_bytes(256, 340)
+    for free, expect in ((2**30, 46), (4 * 2**30, 186), (140 * 2**30, 256), (2**20, 1)):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, f=free: (f, 2 * f))
+        assert cuda_batch_size(256, 340, "cuda:0") == expect

@@ -41,14 +41,27 @@ y (down), from ``i0`` to ``i1``: ``i0[y, x] ~ i1[y + flow[..., 1], x + flow[...,
 
 from __future__ import annotations
 
-import warnings
+import functools
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["CPU_MAX_BATCH", "TVL1Params", "tvl1_flow", "TVL1"]
+__all__ = [
+    "AUTO_KERNELS",
+    "CPU_MAX_BATCH",
+    "KERNELS",
+    "KERNEL_CHOICES",
+    "TVL1",
+    "TVL1Params",
+    "TVL1Stats",
+    "cuda_batch_size",
+    "pair_bytes",
+    "resolve_kernel",
+    "tvl1_flow",
+]
 
 _FLT_EPSILON = float(torch.finfo(torch.float32).eps)
 _CUBIC_A = -0.75  # OpenCV's bicubic kernel parameter
@@ -124,7 +137,17 @@ def _next_pow2(n: int) -> int:
 def _linear_taps(
     n_in: int, n_out: int, scale: float, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Source indices and weights of a 1-D bilinear resize; ``scale`` = source px per output px."""
+    """Source indices and weights of a 1-D bilinear resize; ``scale`` = source px per output px.
+
+    Cached per size and device: a copy to a GPU would otherwise wait for its queue.
+    """
+    return _linear_taps_cached(n_in, n_out, scale, str(device))
+
+
+@functools.lru_cache(maxsize=256)
+def _linear_taps_cached(
+    n_in: int, n_out: int, scale: float, device: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     pos = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).to(torch.float32)
     left = torch.floor(pos)
     frac = pos - left
@@ -501,45 +524,282 @@ def _iteration_gamma(
     return n1, n2, n3, p11, p12, p21, p22, p31, p32, error
 
 
+def _masked_iteration(
+    u1: torch.Tensor,
+    u2: torch.Tensor,
+    p11: torch.Tensor,
+    p12: torch.Tensor,
+    p21: torch.Tensor,
+    p22: torch.Tensor,
+    i1wx: torch.Tensor,
+    i1wy: torch.Tensor,
+    neg_inv_grad: torch.Tensor,
+    rho_c: torch.Tensor,
+    live: torch.Tensor,
+    eps: torch.Tensor,
+    l_t: float,
+    theta: float,
+    taut: float,
+) -> tuple[torch.Tensor, ...]:
+    """``_iteration`` for the pairs marked in ``live`` (bool [B]); the others keep their state.
+
+    Returns (u1, u2, p11, p12, p21, p22, live) with live[b] cleared once the sum of squared
+    updates of pair b is at most ``eps`` (0-d float32 tensor): OpenCV's stopping rule, kept
+    on the device.
+    """
+    old = (u1, u2, p11, p12, p21, p22)
+    *new, error = _iteration(
+        u1, u2, p11, p12, p21, p22, i1wx, i1wy, neg_inv_grad, rho_c, l_t, theta, taut
+    )
+    keep = live[:, None, None]
+    out = tuple(torch.where(keep, n, o) for n, o in zip(new, old))
+    return (*out, live & (error > eps))
+
+
+def _masked_iteration_gamma(
+    u1: torch.Tensor,
+    u2: torch.Tensor,
+    u3: torch.Tensor,
+    p11: torch.Tensor,
+    p12: torch.Tensor,
+    p21: torch.Tensor,
+    p22: torch.Tensor,
+    p31: torch.Tensor,
+    p32: torch.Tensor,
+    i1wx: torch.Tensor,
+    i1wy: torch.Tensor,
+    neg_inv_grad: torch.Tensor,
+    rho_c: torch.Tensor,
+    live: torch.Tensor,
+    eps: torch.Tensor,
+    l_t: float,
+    theta: float,
+    taut: float,
+    gamma: float,
+) -> tuple[torch.Tensor, ...]:
+    """As ``_masked_iteration`` with the illumination variable u3 and its duals (p31, p32)."""
+    old = (u1, u2, u3, p11, p12, p21, p22, p31, p32)
+    *new, error = _iteration_gamma(*old, i1wx, i1wy, neg_inv_grad, rho_c, l_t, theta, taut, gamma)
+    keep = live[:, None, None]
+    out = tuple(torch.where(keep, n, o) for n, o in zip(new, old))
+    return (*out, live & (error > eps))
+
+
 # --------------------------------------------------------------------------------------
-# Kernels: eager, or torch.compile'd with a fallback to eager
+# Kernel paths, registered by name here and nowhere else
+
+#: The kernel paths of the solver. ``eager``: plain torch ops, the reference (and the CPU
+#: default); ``compiled``: the iteration, median filter and warp through ``torch.compile``
+#: (``fullgraph=True``; a C++ compiler on CPU, Triton on CUDA); ``triton``: hand-written
+#: fused Triton kernels for one inner iteration and the median filter
+#: (``tristream.models.tvl1_triton``; CUDA, or the CPU under ``TRITON_INTERPRET=1``).
+KERNELS: tuple[str, ...] = ("eager", "compiled", "triton")
+
+#: Accepted ``kernel`` arguments: a path of :data:`KERNELS`, or ``auto``.
+KERNEL_CHOICES: tuple[str, ...] = ("auto", *KERNELS)
+
+#: What ``auto`` tries, in order, per device type (the first that can run is used; the
+#: last entry always can). On CPU eager is the default: no compiler needed, no warm-up.
+AUTO_KERNELS: dict[str, tuple[str, ...]] = {"cuda": ("triton", "eager")}
+_AUTO_DEFAULT: tuple[str, ...] = ("eager",)
+
+_log = logging.getLogger(__name__)
+
+# Paths found unusable in this process (name -> reason), e.g. a failed compilation.
+_UNAVAILABLE: dict[str, str] = {}
+_WARNED: set[tuple[str, str]] = set()
 
 
-class _Kernels:
-    """The hot functions, optionally wrapped by ``torch.compile`` (falls back to eager)."""
+class KernelUnavailable(RuntimeError):
+    """A kernel path cannot run here (compilation failed, Triton missing, ...)."""
 
-    def __init__(self, compiled: bool) -> None:
-        self.compiled = compiled
+
+@dataclass
+class TVL1Stats:
+    """What :func:`tvl1_flow` did; pass one in to read it back (counters add up over calls).
+
+    Attributes:
+        kernel_requested: the ``kernel`` argument (``auto`` or a name in :data:`KERNELS`).
+        kernel: the path that actually ran (a name in :data:`KERNELS`).
+        fallback_reason: why ``kernel`` is not the requested path, or ``None``.
+        pairs: frame pairs solved.
+        batches: batches solved (chunks of at most ``max_batch`` pairs, OOM halves included).
+        outer_runs: runs of inner iterations (each after a median filtering) over all
+            levels and warpings, counted once per batch.
+        inner_iterations: batched inner iterations (one call of the fused iteration each).
+        host_syncs: times the host read the device-side convergence mask: at most one per
+            outer run with ``sync_every >= inner_iterations`` (the default off the CPU).
+        oom_splits: batches split in halves after running out of device memory.
+    """
+
+    kernel_requested: str = ""
+    kernel: str = ""
+    fallback_reason: str | None = None
+    pairs: int = 0
+    batches: int = 0
+    outer_runs: int = 0
+    inner_iterations: int = 0
+    host_syncs: int = 0
+    oom_splits: int = 0
+
+
+def _compile_unavailable() -> str | None:
+    return None  # found out at the first compiled call (the compiler runs lazily)
+
+
+def _triton_unavailable(device: torch.device, params: TVL1Params) -> str | None:
+    from tristream.models import tvl1_triton
+
+    return tvl1_triton.unavailable(device, params)
+
+
+def kernel_unavailable(name: str, device: torch.device, params: TVL1Params) -> str | None:
+    """Why kernel path ``name`` cannot run on ``device`` with ``params``, or ``None``."""
+    if name not in KERNELS:
+        raise ValueError(f"unknown TV-L1 kernel {name!r}; choose one of {KERNEL_CHOICES}")
+    if name in _UNAVAILABLE:
+        return _UNAVAILABLE[name]
+    if name == "compiled":
+        return _compile_unavailable()
+    if name == "triton":
+        return _triton_unavailable(device, params)
+    return None
+
+
+def resolve_kernel(
+    kernel: str, device: torch.device | str, params: TVL1Params | None = None
+) -> tuple[str, str | None]:
+    """The kernel path that runs for ``kernel`` on ``device``, and why it differs, if it does.
+
+    ``auto`` takes the first path of :data:`AUTO_KERNELS` for the device type that can run
+    (eager on CPU); a named path that cannot run gives ``("eager", reason)``. Raises
+    ValueError for a name not in :data:`KERNEL_CHOICES`.
+    """
+    if kernel not in KERNEL_CHOICES:
+        raise ValueError(f"unknown TV-L1 kernel {kernel!r}; choose one of {KERNEL_CHOICES}")
+    device = torch.device(device)
+    params = TVL1Params() if params is None else params
+    if kernel == "auto":
+        for name in AUTO_KERNELS.get(device.type, _AUTO_DEFAULT):
+            if kernel_unavailable(name, device, params) is None:
+                return name, None
+        return "eager", None
+    reason = kernel_unavailable(kernel, device, params)
+    return ("eager", reason) if reason is not None else (kernel, None)
+
+
+def _warn_fallback(requested: str, reason: str) -> None:
+    """Say once per process and reason that ``requested`` runs as eager instead."""
+    if (requested, reason) in _WARNED:
+        return
+    _WARNED.add((requested, reason))
+    _log.warning("TV-L1 kernel %r cannot run (%s); using the eager kernel", requested, reason)
+
+
+class _EagerPath:
+    """The reference: plain torch ops. Skips the mask when every row is known to be live."""
+
+    name = "eager"
+
+    def warp(self, images: torch.Tensor, u1: torch.Tensor, u2: torch.Tensor) -> torch.Tensor:
+        return _warp_bicubic(images, u1, u2)
+
+    def median(self, u: torch.Tensor, k: int) -> torch.Tensor:
+        return _median_filter(u, k)
+
+    def iterate(
+        self,
+        state: list[torch.Tensor],
+        consts: list[torch.Tensor],
+        live: torch.Tensor,
+        all_live: bool,
+        eps: torch.Tensor,
+        coefs: tuple[float, ...],
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """One iteration of the ``live`` pairs; returns the new state and live mask."""
+        fn: Callable[..., tuple[torch.Tensor, ...]] = (
+            _iteration_gamma if len(state) == 9 else _iteration
+        )
+        *new, error = fn(*state, *consts, *coefs)
+        if all_live:
+            return list(new), error > eps
+        keep = live[:, None, None]
+        return [torch.where(keep, n, o) for n, o in zip(new, state)], live & (error > eps)
+
+
+class _CompiledPath(_EagerPath):
+    """``torch.compile`` (fullgraph, dynamic shapes) of the warp, median and masked iteration.
+
+    A compilation failure at a function's first call raises :class:`KernelUnavailable`
+    (the caller solves the batch again with the eager path and reports it).
+    """
+
+    name = "compiled"
+
+    def __init__(self) -> None:
         self._fns: dict[str, Callable[..., object]] = {}
         self._checked: set[str] = set()
 
-    def _get(self, name: str, fn: Callable[..., object]) -> Callable[..., object]:
-        if not self.compiled:
-            return fn
+    def _call(self, name: str, fn: Callable[..., object], *args: object) -> object:
         if name not in self._fns:
-            self._fns[name] = torch.compile(fn, dynamic=True)
-        return self._fns[name]
-
-    def call(self, name: str, fn: Callable[..., object], *args: object) -> object:
-        impl = self._get(name, fn)
-        if impl is fn or name in self._checked:
-            return impl(*args)
+            self._fns[name] = torch.compile(fn, dynamic=True, fullgraph=True)
+        if name in self._checked:
+            return self._fns[name](*args)
         try:
-            result = impl(*args)
-        except Exception as exc:  # compiler missing or failing: stay correct, run eager
-            warnings.warn(
-                f"torch.compile failed for TV-L1 ({type(exc).__name__}: {exc}); "
-                "falling back to eager mode",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            self._fns[name] = fn
-            return fn(*args)
+            out = self._fns[name](*args)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:  # compiler missing or failing
+            raise KernelUnavailable(
+                f"torch.compile failed for {name}: {type(exc).__name__}: {exc}".splitlines()[0]
+            ) from exc
         self._checked.add(name)
-        return result
+        return out
+
+    def warp(self, images: torch.Tensor, u1: torch.Tensor, u2: torch.Tensor) -> torch.Tensor:
+        return self._call("warp", _warp_bicubic, images, u1, u2)  # type: ignore[return-value]
+
+    def median(self, u: torch.Tensor, k: int) -> torch.Tensor:
+        return self._call(f"median{k}", _median_filter, u, k)  # type: ignore[return-value]
+
+    def iterate(
+        self,
+        state: list[torch.Tensor],
+        consts: list[torch.Tensor],
+        live: torch.Tensor,
+        all_live: bool,
+        eps: torch.Tensor,
+        coefs: tuple[float, ...],
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        if len(state) == 9:
+            out = self._call(
+                "iter_gamma", _masked_iteration_gamma, *state, *consts, live, eps, *coefs
+            )
+        else:
+            out = self._call("iter", _masked_iteration, *state, *consts, live, eps, *coefs)
+        *new, live = out  # type: ignore[misc]
+        return list(new), live
 
 
-_KERNELS = {False: _Kernels(False), True: _Kernels(True)}
+def _triton_path() -> _EagerPath:
+    from tristream.models import tvl1_triton
+
+    return tvl1_triton.TritonPath()
+
+
+_PATHS: dict[str, Callable[[], _EagerPath]] = {
+    "eager": _EagerPath,
+    "compiled": _CompiledPath,
+    "triton": _triton_path,
+}
+_PATH_CACHE: dict[str, _EagerPath] = {}
+
+
+def _path(name: str) -> _EagerPath:
+    """The (cached) kernel path object of ``name``."""
+    if name not in _PATH_CACHE:
+        _PATH_CACHE[name] = _PATHS[name]()
+    return _PATH_CACHE[name]
 
 
 # --------------------------------------------------------------------------------------
@@ -551,122 +811,233 @@ def _solve_level(
     i1: torch.Tensor,
     flow: list[torch.Tensor],
     params: TVL1Params,
-    kernels: _Kernels,
+    path: _EagerPath,
+    stats: TVL1Stats,
+    sync_every: int,
 ) -> list[torch.Tensor]:
     """Refine ``flow`` ([u1, u2] or [u1, u2, u3], each [B, H, W]) on one pyramid level."""
-    b, h, w = i0.shape
-    use_gamma = len(flow) == 3
+    _, h, w = i0.shape
     n_primal = len(flow)
     # OpenCV compares against this value rounded to float32.
-    scaled_eps = float(torch.tensor(params.epsilon**2 * h * w, dtype=torch.float32))
-    l_t = float(torch.tensor(params.lambda_ * params.theta, dtype=torch.float32))
-    taut = float(torch.tensor(params.tau / params.theta, dtype=torch.float32))
-    theta = float(torch.tensor(params.theta, dtype=torch.float32))
-    gamma = float(torch.tensor(params.gamma, dtype=torch.float32))
-    if use_gamma:
-
-        def iterate(state: list[torch.Tensor], consts: list[torch.Tensor]) -> tuple:
-            return kernels.call(  # type: ignore[return-value]
-                "iter_gamma", _iteration_gamma, *state, *consts, l_t, theta, taut, gamma
-            )
-    else:
-
-        def iterate(state: list[torch.Tensor], consts: list[torch.Tensor]) -> tuple:
-            return kernels.call(  # type: ignore[return-value]
-                "iter", _iteration, *state, *consts, l_t, theta, taut
-            )
+    eps = torch.tensor(params.epsilon**2 * h * w, dtype=torch.float32, device=i0.device)
+    f32 = [
+        float(torch.tensor(v, dtype=torch.float32))
+        for v in (
+            params.lambda_ * params.theta,
+            params.theta,
+            params.tau / params.theta,
+            params.gamma,
+        )
+    ]
+    coefs = tuple(f32) if n_primal == 3 else tuple(f32[:3])  # l_t, theta, taut, (gamma)
 
     i1x, i1y = _centered_gradient(i1)
     images = torch.stack([i1, i1x, i1y], dim=1)
     duals = [torch.zeros_like(i0) for _ in range(2 * n_primal)]
     state = list(flow) + duals  # u1, u2, (u3), p11, p12, p21, p22, (p31, p32): [B, H, W]
-    k = params.median_filtering
-    _prepare_median(k)
+    _prepare_median(params.median_filtering)
     for _ in range(params.warps):
-        warped = kernels.call("warp", _warp_bicubic, images, state[0], state[1])
-        i1w, i1wx, i1wy = warped.unbind(1)  # type: ignore[union-attr]
+        warped = path.warp(images, state[0], state[1])
+        i1w, i1wx, i1wy = warped.unbind(1)
         grad = i1wx * i1wx + i1wy * i1wy
         neg_inv_grad = torch.where(grad > _FLT_EPSILON, -1.0 / grad, -1e30)
         rho_c = i1w - i1wx * state[0] - i1wy * state[1] - i0
-        consts = [i1wx, i1wy, neg_inv_grad, rho_c]
-        # Pairs whose last update was above the threshold; the others are done with
-        # this warping (OpenCV's stopping rule, per pair).
-        active = list(range(b))
-        for _ in range(params.outer_iterations):
-            if not active:
-                break
-            state = _outer_iteration(state, consts, active, k, scaled_eps, iterate, kernels, params)
+        consts = [i1wx.contiguous(), i1wy.contiguous(), neg_inv_grad, rho_c]
+        state = _solve_warping(state, consts, eps, coefs, params, path, stats, sync_every)
     return state[:n_primal]
 
 
-def _outer_iteration(
+def _solve_warping(
     state: list[torch.Tensor],
     consts: list[torch.Tensor],
-    active: list[int],
-    k: int,
-    scaled_eps: float,
-    iterate: Callable[[list[torch.Tensor], list[torch.Tensor]], tuple],
-    kernels: _Kernels,
+    eps: torch.Tensor,
+    coefs: tuple[float, ...],
     params: TVL1Params,
+    path: _EagerPath,
+    stats: TVL1Stats,
+    sync_every: int,
 ) -> list[torch.Tensor]:
-    """Median filter + up to ``inner_iterations`` iterations for the ``active`` pairs.
+    """Up to ``outer_iterations`` x (median filter + ``inner_iterations`` iterations).
 
-    Works on a sub-batch of the active pairs. A pair that converges has its state written
-    back at once and is dropped from ``active`` (in place); it stays in the sub-batch,
-    frozen in the result, until at most half of the sub-batch is still active, when the
-    sub-batch is compacted. Returns the updated full state.
+    Convergence stays on the device: ``live`` (bool [B]) marks the pairs whose last update
+    was above the threshold, and the iteration leaves the others unchanged. The host reads
+    the mask every ``sync_every`` inner iterations and at the end of each run of inner
+    iterations (the next median filter must skip finished pairs); at a read, finished pairs
+    are written to the result and compacted out of the working sub-batch. When the reads
+    happen does not change the flow, only how much work finished pairs still cost.
+    Returns the updated state of all B pairs.
     """
     b = state[0].shape[0]
     device = state[0].device
-    rows = list(active)  # pair index of each sub-batch row
-    if len(rows) == b:
-        sub, sub_consts = list(state), list(consts)
-    else:
-        idx = torch.tensor(rows, device=device)
-        sub = [t.index_select(0, idx) for t in state]
-        sub_consts = [t.index_select(0, idx) for t in consts]
-    live = [True] * len(rows)
-    if k > 1:
-        for c in range(2):
-            sub[c] = kernels.call(f"median{k}", _median_filter, sub[c], k)
-    written = False  # whether ``state`` may now be modified in place
-    for _ in range(params.inner_iterations):
-        *new, error = iterate(sub, sub_consts)
-        sub = list(new)
-        keep = (error > scaled_eps).tolist()
-        done = [r for r, (lv, kp) in enumerate(zip(live, keep)) if lv and not kp]
-        if not done:
-            continue
-        if not written:
-            state = [t.clone() for t in state]
-            written = True
-        local = torch.tensor(done, device=device)
-        pairs = torch.tensor([rows[r] for r in done], device=device)
-        for full, part in zip(state, sub):
-            full.index_copy_(0, pairs, part.index_select(0, local))
-        for r in done:
-            live[r] = False
-            active.remove(rows[r])
-        n_live = sum(live)
-        if n_live == 0:
-            return state
-        if 2 * n_live <= len(rows):
-            keep_rows = [r for r, lv in enumerate(live) if lv]
-            local = torch.tensor(keep_rows, device=device)
+    k = params.median_filtering
+    inner = params.inner_iterations
+    sub, sub_consts = list(state), list(consts)
+    full: list[torch.Tensor] | None = None  # all B pairs, once the sub-batch was compacted
+    rows = list(range(b))  # pair index of each sub-batch row
+    live = torch.ones(b, dtype=torch.bool, device=device)
+    all_live = True  # the host knows that every row of ``sub`` is live
+    for _ in range(params.outer_iterations):
+        if k > 1:
+            sub[0] = path.median(sub[0], k)
+            sub[1] = path.median(sub[1], k)
+        stats.outer_runs += 1
+        for n in range(inner):
+            sub, live = path.iterate(sub, sub_consts, live, all_live, eps, coefs)
+            stats.inner_iterations += 1
+            all_live = False
+            if (n + 1) % sync_every and n + 1 < inner:
+                continue
+            mask = live.tolist()  # the one host-device synchronisation
+            stats.host_syncs += 1
+            all_live = True
+            if all(mask):
+                continue
+            if full is None:
+                full = sub  # rows already finished are final here; the others come later
+            else:
+                done = [r for r, m in enumerate(mask) if not m]
+                pairs = torch.tensor([rows[r] for r in done], device=device)
+                local = torch.tensor(done, device=device)
+                for whole, part in zip(full, sub):
+                    whole.index_copy_(0, pairs, part.index_select(0, local))
+            kept = [r for r, m in enumerate(mask) if m]
+            if not kept:
+                return full
+            local = torch.tensor(kept, device=device)
             sub = [t.index_select(0, local) for t in sub]
             sub_consts = [t.index_select(0, local) for t in sub_consts]
-            rows = [rows[r] for r in keep_rows]
-            live = [True] * len(rows)
-    if all(live) and len(rows) == b:
+            live = torch.ones(len(kept), dtype=torch.bool, device=device)
+            rows = [rows[r] for r in kept]
+    if full is None:
         return sub
-    if not written:
-        state = [t.clone() for t in state]
-    keep_rows = [r for r, lv in enumerate(live) if lv]
-    local = torch.tensor(keep_rows, device=device)
-    pairs = torch.tensor([rows[r] for r in keep_rows], device=device)
-    for full, part in zip(state, sub):
-        full.index_copy_(0, pairs, part.index_select(0, local))
-    return state
+    pairs = torch.tensor(rows, device=device)
+    for whole, part in zip(full, sub):
+        whole.index_copy_(0, pairs, part)
+    return full
+
+
+# --------------------------------------------------------------------------------------
+# Batch sizes and out-of-memory handling
+
+#: Device memory of one 256x340 pair: ~17.5 MiB (issue 11's estimate). Per pixel of the
+#: finest level that is ~53 float32 planes: the pyramids of both frames (2 x 1 / (1 -
+#: 0.8^2) = 5.6), the state (6) and its masked copy (6), the warp's padded input and
+#: output (3 x 1.5 + 3), the constants (4 + 3 gradients), the iteration's temporaries
+#: (~16) and the output (2). ``benchmarks/gpu_check.py`` prints the measured peak.
+PLANES_PER_PAIR = 53
+
+#: Fraction of the free device memory a default CUDA batch may fill.
+CUDA_MEMORY_FRACTION = 0.8
+
+#: Largest default CUDA batch (more pairs add little once the GPU is full).
+CUDA_MAX_BATCH = 256
+
+
+def pair_bytes(height: int, width: int) -> int:
+    """Estimated peak device memory (bytes) of one ``height`` x ``width`` pair."""
+    return PLANES_PER_PAIR * 4 * height * width
+
+
+def cuda_batch_size(height: int, width: int, device: torch.device | str = "cuda") -> int:
+    """Pairs per CUDA batch: what fits in :data:`CUDA_MEMORY_FRACTION` of the free memory.
+
+    Between 1 and :data:`CUDA_MAX_BATCH`; ~17.5 MiB per 256x340 pair (:func:`pair_bytes`),
+    so 140 GiB free gives 256, 1 GiB free gives 46.
+    """
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    fit = int(free * CUDA_MEMORY_FRACTION) // pair_bytes(height, width)
+    return max(1, min(CUDA_MAX_BATCH, fit))
+
+
+#: Test hook: called with the batch size before each batch is solved. Tests set it to a
+#: function that raises ``torch.OutOfMemoryError`` to check the split-and-retry logic on
+#: the CPU; ``None`` (the default) does nothing.
+before_batch: Callable[[int], None] | None = None
+
+
+def _solve_batch(
+    i0: torch.Tensor,
+    i1: torch.Tensor,
+    initial_flow: torch.Tensor | None,
+    params: TVL1Params,
+    path: _EagerPath,
+    stats: TVL1Stats,
+    sync_every: int | None,
+) -> torch.Tensor:
+    """Solve one batch; out of device memory, solve its halves instead (down to one pair)."""
+    b = i0.shape[0]
+    try:
+        if before_batch is not None:
+            before_batch(b)
+        return _solve(i0, i1, initial_flow, params, path, stats, sync_every)
+    except torch.OutOfMemoryError:
+        if b == 1:
+            raise
+        # Leave the except block first: its traceback holds the failed batch's tensors.
+    stats.oom_splits += 1
+    _log.warning("TV-L1: out of memory on a batch of %d pairs; solving it in halves", b)
+    if i0.device.type == "cuda":
+        torch.cuda.empty_cache()
+    half = (b + 1) // 2
+    parts = [
+        _solve_batch(
+            i0[s:e],
+            i1[s:e],
+            None if initial_flow is None else initial_flow[s:e],
+            params,
+            path,
+            stats,
+            sync_every,
+        )
+        for s, e in ((0, half), (half, b))
+    ]
+    return torch.cat(parts)
+
+
+def _solve(
+    i0: torch.Tensor,
+    i1: torch.Tensor,
+    initial_flow: torch.Tensor | None,
+    params: TVL1Params,
+    path: _EagerPath,
+    stats: TVL1Stats,
+    sync_every: int | None,
+) -> torch.Tensor:
+    """The whole pyramid for one batch [B, H, W] -> flow [B, H, W, 2]."""
+    stats.batches += 1
+    if sync_every is None:
+        sync_every = 1 if i0.device.type == "cpu" else max(params.inner_iterations, 1)
+    levels0 = [i0.to(torch.float32)]
+    levels1 = [i1.to(torch.float32)]
+    flows: list[torch.Tensor] = []
+    if params.use_initial_flow:
+        assert initial_flow is not None
+        init = initial_flow.to(device=i0.device, dtype=torch.float32)
+        flows = [init[..., 0].contiguous(), init[..., 1].contiguous()]
+    for _ in range(1, params.nscales):
+        nxt0 = _downscale(levels0[-1], params.scale_step)
+        if nxt0.shape[1] < _MIN_LEVEL_SIZE or nxt0.shape[2] < _MIN_LEVEL_SIZE:
+            break
+        levels0.append(nxt0)
+        levels1.append(_downscale(levels1[-1], params.scale_step))
+        if params.use_initial_flow:
+            flows = [_downscale(f, params.scale_step) * params.scale_step for f in flows]
+    coarse = levels0[-1]
+    if not params.use_initial_flow:
+        flows = [torch.zeros_like(coarse), torch.zeros_like(coarse)]
+    if params.gamma != 0.0:
+        flows.append(torch.zeros_like(coarse))
+
+    for s in range(len(levels0) - 1, -1, -1):
+        flows = _solve_level(levels0[s], levels1[s], flows, params, path, stats, sync_every)
+        if s == 0:
+            break
+        _, fh, fw = levels0[s - 1].shape
+        up = [_resize_to(f, fh, fw) for f in flows]
+        for c in range(2):  # the illumination variable u3 is not rescaled
+            up[c] = up[c] * (1.0 / params.scale_step)
+        flows = up
+    return torch.stack(flows[:2], dim=-1).contiguous()
 
 
 def tvl1_flow(
@@ -675,8 +1046,10 @@ def tvl1_flow(
     params: TVL1Params | None = None,
     initial_flow: torch.Tensor | None = None,
     *,
-    compile: bool = False,
+    kernel: str = "auto",
     max_batch: int | None = None,
+    sync_every: int | None = None,
+    stats: TVL1Stats | None = None,
 ) -> torch.Tensor:
     """Dense TV-L1 optical flow from each ``i0[b]`` to ``i1[b]``, as OpenCV's DualTVL1.
 
@@ -687,22 +1060,30 @@ def tvl1_flow(
         params: solver parameters; ``None`` means OpenCV's defaults (``TVL1Params()``).
         initial_flow: [B, H, W, 2] flow in pixels to start from; required when
             ``params.use_initial_flow`` is true and rejected otherwise.
-        compile: run the inner kernels through ``torch.compile`` (needs a C++ compiler on
-            CPU, Triton on CUDA; the first calls pay the compilation). Falls back to eager
-            mode with a ``RuntimeWarning`` if compilation fails. Results differ from eager
-            mode only by float32 rounding (which the median filter can amplify, as it does
-            between OpenCV runs on inputs that differ by rounding).
+        kernel: the kernel path, a name in :data:`KERNEL_CHOICES` (see :data:`KERNELS`,
+            :func:`resolve_kernel`). A path that cannot run here (Triton missing,
+            compilation failing) is replaced by ``eager`` with a logged warning, and
+            ``stats.kernel`` / ``stats.fallback_reason`` say so. Paths differ only by
+            float32 rounding (which the median filter can amplify, as it does between
+            OpenCV runs on inputs that differ by rounding).
         max_batch: most pairs solved together; a larger batch is solved in consecutive
             chunks of this size (pairs are independent, so the flow is the same). ``None``
             picks :data:`CPU_MAX_BATCH` on CPU, where a few pairs' working set stays in
-            the caches and eager mode is fastest (``benchmarks/RESULTS.md``), and the whole
-            batch on other devices.
+            the caches and eager mode is fastest (``benchmarks/RESULTS.md``), and
+            :func:`cuda_batch_size` (what fits in the free memory) on CUDA. A batch that
+            runs out of device memory is solved in halves (``stats.oom_splits``).
+        sync_every: inner iterations between two host reads of the device-side
+            convergence mask (a read also ends every run of inner iterations). ``None``:
+            1 on CPU, where a read is free and finished pairs then leave at once, else
+            ``inner_iterations`` (one read per outer run). The flow does not depend on it.
+        stats: a :class:`TVL1Stats` to fill in (kernel used, batches, host syncs, ...).
 
     Returns:
         float32 tensor [B, H, W, 2] on the input's device: per pixel (dx, dy) in pixels,
         x to the right and y down, such that ``i0[y, x]`` matches ``i1[y + dy, x + dx]``.
     """
     params = TVL1Params() if params is None else params
+    stats = TVL1Stats() if stats is None else stats
     if i0.dim() != 3 or i0.shape != i1.shape:
         raise ValueError(
             f"i0 and i1 must both be [B, H, W] with equal shapes, got {tuple(i0.shape)} "
@@ -721,60 +1102,39 @@ def tvl1_flow(
             )
     elif initial_flow is not None:
         raise ValueError("initial_flow was given but params.use_initial_flow is False")
+    if max_batch is not None and max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    if sync_every is not None and sync_every < 1:
+        raise ValueError(f"sync_every must be >= 1, got {sync_every}")
+    name, reason = resolve_kernel(kernel, i0.device, params)
+    stats.kernel_requested, stats.kernel, stats.fallback_reason = kernel, name, reason
+    if reason is not None:
+        _warn_fallback(kernel, reason)
     if b == 0 or h == 0 or w == 0:
         return torch.zeros((b, h, w, 2), dtype=torch.float32, device=i0.device)
     if max_batch is None:
-        max_batch = CPU_MAX_BATCH if i0.device.type == "cpu" else b
-    if max_batch < 1:
-        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-    if b > max_batch:
-        return torch.cat(
-            [
-                tvl1_flow(
-                    i0[k : k + max_batch],
-                    i1[k : k + max_batch],
-                    params,
-                    None if initial_flow is None else initial_flow[k : k + max_batch],
-                    compile=compile,
-                    max_batch=max_batch,
-                )
-                for k in range(0, b, max_batch)
-            ]
-        )
-
-    kernels = _KERNELS[bool(compile)]
+        if i0.device.type == "cpu":
+            max_batch = CPU_MAX_BATCH
+        elif i0.device.type == "cuda":
+            max_batch = cuda_batch_size(h, w, i0.device)
+        else:
+            max_batch = b
+    stats.pairs += b
+    out = []
     with torch.no_grad():
-        levels0 = [i0.to(torch.float32)]
-        levels1 = [i1.to(torch.float32)]
-        flows: list[torch.Tensor] = []
-        if params.use_initial_flow:
-            assert initial_flow is not None
-            init = initial_flow.to(device=i0.device, dtype=torch.float32)
-            flows = [init[..., 0].contiguous(), init[..., 1].contiguous()]
-        for _ in range(1, params.nscales):
-            nxt0 = _downscale(levels0[-1], params.scale_step)
-            if nxt0.shape[1] < _MIN_LEVEL_SIZE or nxt0.shape[2] < _MIN_LEVEL_SIZE:
-                break
-            levels0.append(nxt0)
-            levels1.append(_downscale(levels1[-1], params.scale_step))
-            if params.use_initial_flow:
-                flows = [_downscale(f, params.scale_step) * params.scale_step for f in flows]
-        coarse = levels0[-1]
-        if not params.use_initial_flow:
-            flows = [torch.zeros_like(coarse), torch.zeros_like(coarse)]
-        if params.gamma != 0.0:
-            flows.append(torch.zeros_like(coarse))
-
-        for s in range(len(levels0) - 1, -1, -1):
-            flows = _solve_level(levels0[s], levels1[s], flows, params, kernels)
-            if s == 0:
-                break
-            _, fh, fw = levels0[s - 1].shape
-            up = [_resize_to(f, fh, fw) for f in flows]
-            for c in range(2):  # the illumination variable u3 is not rescaled
-                up[c] = up[c] * (1.0 / params.scale_step)
-            flows = up
-        return torch.stack(flows[:2], dim=-1).contiguous()
+        for s in range(0, b, max_batch):
+            e = min(s + max_batch, b)
+            init = None if initial_flow is None else initial_flow[s:e]
+            try:
+                flow = _solve_batch(i0[s:e], i1[s:e], init, params, _path(name), stats, sync_every)
+            except KernelUnavailable as exc:
+                _UNAVAILABLE[name] = str(exc)
+                stats.fallback_reason = str(exc)
+                _warn_fallback(kernel, str(exc))
+                name = stats.kernel = "eager"
+                flow = _solve_batch(i0[s:e], i1[s:e], init, params, _path(name), stats, sync_every)
+            out.append(flow)
+    return out[0] if len(out) == 1 else torch.cat(out)
 
 
 class TVL1(torch.nn.Module):
@@ -782,25 +1142,40 @@ class TVL1(torch.nn.Module):
 
     Args:
         params: solver parameters (OpenCV defaults when ``None``).
-        compile: use ``torch.compile`` for the inner kernels (see :func:`tvl1_flow`).
+        kernel: kernel path, a name in :data:`KERNEL_CHOICES` (see :func:`tvl1_flow`).
         max_batch: most pairs solved together (see :func:`tvl1_flow`).
+
+    After each call, ``last_stats`` is the :class:`TVL1Stats` of that call (which kernel
+    path actually ran, batches, host syncs).
     """
 
     def __init__(
         self,
         params: TVL1Params | None = None,
-        compile: bool = False,
+        kernel: str = "auto",
         max_batch: int | None = None,
     ) -> None:
         super().__init__()
+        if kernel not in KERNEL_CHOICES:
+            raise ValueError(f"unknown TV-L1 kernel {kernel!r}; choose one of {KERNEL_CHOICES}")
         self.params = TVL1Params() if params is None else params
-        self.use_compile = compile
+        self.kernel = kernel
         self.max_batch = max_batch
+        self.last_stats: TVL1Stats | None = None
 
     def forward(
         self, i0: torch.Tensor, i1: torch.Tensor, initial_flow: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Flow [B, H, W, 2] float32 in pixels from ``i0`` to ``i1`` (both [B, H, W], 0..255)."""
-        return tvl1_flow(
-            i0, i1, self.params, initial_flow, compile=self.use_compile, max_batch=self.max_batch
+        stats = TVL1Stats()
+        out = tvl1_flow(
+            i0,
+            i1,
+            self.params,
+            initial_flow,
+            kernel=self.kernel,
+            max_batch=self.max_batch,
+            stats=stats,
         )
+        self.last_stats = stats
+        return out
