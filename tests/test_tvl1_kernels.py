@@ -1,0 +1,232 @@
+"""TV-L1 kernel paths: the registry, honest fallbacks, torch.compile, and the Triton kernels.
+
+The Triton kernels run here on the CPU under Triton's interpreter (``TRITON_INTERPRET=1``,
+set below before Triton is imported), against the eager path on small real frames. The
+interpreter pays ~1 ms per operation, so solves use few iterations. Triton is a test
+dependency (the ``dev`` extra): a missing Triton is an error here, not a skip.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before Triton is first imported
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from tristream.models import tvl1  # noqa: E402
+from tristream.models import tvl1_triton as tt  # noqa: E402
+from tristream.models.tvl1 import (  # noqa: E402
+    KERNEL_CHOICES,
+    KERNELS,
+    TVL1,
+    TVL1Params,
+    TVL1Stats,
+    resolve_kernel,
+    tvl1_flow,
+)
+
+
+@pytest.fixture(autouse=True)
+def fresh_kernel_state():
+    """Each test sees no earlier fallback (they are remembered per process)."""
+    for table in (tvl1._UNAVAILABLE, tvl1._WARNED, tvl1._PATH_CACHE):
+        table.clear()
+    yield
+    for table in (tvl1._UNAVAILABLE, tvl1._WARNED, tvl1._PATH_CACHE):
+        table.clear()
+
+
+@pytest.fixture(scope="module")
+def pair(videos_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two consecutive real frames of bikes.mp4, gray, 32x40 (area resize), float [1, H, W]."""
+    cap = cv2.VideoCapture(str(videos_dir / "bikes.mp4"))
+    frames = []
+    for _ in range(42):
+        ok, frame = cap.read()
+        assert ok, "could not decode bikes.mp4"
+        frames.append(frame)
+    cap.release()
+    gray = [
+        cv2.cvtColor(cv2.resize(f, (40, 32), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+        for f in frames[40:42]
+    ]
+    return tuple(torch.from_numpy(g).to(torch.float32)[None] for g in gray)  # type: ignore[return-value]
+
+
+def _warping_inputs(i0: torch.Tensor, i1: torch.Tensor, flow: torch.Tensor | None = None):
+    """The constants of one warping and a state after some eager iterations (real frames)."""
+    b, h, w = i0.shape
+    u = [torch.zeros_like(i0), torch.zeros_like(i0)] if flow is None else list(flow)
+    i1x, i1y = tvl1._centered_gradient(i1)
+    warped = tvl1._warp_bicubic(torch.stack([i1, i1x, i1y], 1), u[0], u[1])
+    i1w, i1wx, i1wy = warped.unbind(1)
+    grad = i1wx * i1wx + i1wy * i1wy
+    nig = torch.where(grad > tvl1._FLT_EPSILON, -1.0 / grad, -1e30)
+    rho_c = i1w - i1wx * u[0] - i1wy * u[1] - i0
+    consts = [i1wx.contiguous(), i1wy.contiguous(), nig, rho_c]
+    state = u + [torch.zeros_like(i0) for _ in range(4)]
+    for _ in range(5):  # non-zero duals and flow, as mid-solve
+        *state, _ = tvl1._iteration(*state, *consts, 0.045, 0.3, 0.25 / 0.3)
+    return list(state), consts
+
+
+# ------------------------------------------------------------------------------------------
+# registry and fallbacks
+
+
+def test_kernel_paths_are_registered_once_and_resolved_by_name() -> None:
+    assert KERNELS == ("eager", "compiled", "triton")
+    assert KERNEL_CHOICES == ("auto", *KERNELS)
+    assert resolve_kernel("auto", "cpu") == ("eager", None)
+    assert resolve_kernel("auto", "cuda:0") == ("triton", None)  # Triton is installed here
+    assert resolve_kernel("eager", "cpu") == ("eager", None)
+    assert resolve_kernel("triton", "cpu") == ("triton", None)  # interpreted
+    name, reason = resolve_kernel("triton", "cpu", TVL1Params(gamma=0.5))
+    assert name == "eager" and "gamma" in reason
+    name, reason = resolve_kernel("triton", "cpu", TVL1Params(median_filtering=7))
+    assert name == "eager" and "median_filtering=7" in reason
+    for bad in ("fast", "Triton", ""):
+        with pytest.raises(ValueError, match="unknown TV-L1 kernel"):
+            resolve_kernel(bad, "cpu")
+    x = torch.zeros(1, 20, 20)
+    with pytest.raises(ValueError, match="unknown TV-L1 kernel"):
+        tvl1_flow(x, x, kernel="fast")
+    with pytest.raises(ValueError, match="unknown TV-L1 kernel"):
+        TVL1(kernel="fast")
+
+
+def test_missing_triton_is_logged_and_reported(pair, monkeypatch, caplog) -> None:
+    """kernel="triton" without Triton: eager runs, a warning says so, stats report it."""
+    monkeypatch.setattr(tt, "triton", None)
+    i0, i1 = pair
+    params = TVL1Params(nscales=2, warps=2, outer_iterations=3)
+    stats = TVL1Stats()
+    with caplog.at_level(logging.WARNING, logger="tristream.models.tvl1"):
+        got = tvl1_flow(i0, i1, params, kernel="triton", stats=stats)
+    assert stats.kernel_requested == "triton" and stats.kernel == "eager"
+    assert "Triton is not installed" in stats.fallback_reason
+    assert "'triton' cannot run" in caplog.text and "Triton is not installed" in caplog.text
+    assert torch.equal(got, tvl1_flow(i0, i1, params, kernel="eager"))
+    # On CUDA, "auto" then takes the eager path: a choice, not a fallback.
+    assert resolve_kernel("auto", "cuda") == ("eager", None)
+
+
+def test_failed_compilation_is_logged_and_reported(pair, monkeypatch, caplog) -> None:
+    """kernel="compiled" with a compiler that fails: the batch is solved eagerly, a warning
+    is logged, stats (and the module, via TVL1.last_stats) report it, later calls too."""
+
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("no working C++ compiler (injected)")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    i0, i1 = pair
+    params = TVL1Params(nscales=2, warps=2, outer_iterations=3)
+    module = TVL1(params, kernel="compiled")
+    with caplog.at_level(logging.WARNING, logger="tristream.models.tvl1"):
+        got = module(i0, i1)
+    stats = module.last_stats
+    assert stats is not None and stats.kernel == "eager"
+    assert "torch.compile failed" in stats.fallback_reason
+    assert "injected" in stats.fallback_reason and "injected" in caplog.text
+    assert torch.equal(got, tvl1_flow(i0, i1, params, kernel="eager"))
+    again = TVL1Stats()
+    tvl1_flow(i0, i1, params, kernel="compiled", stats=again)
+    assert again.kernel == "eager" and again.fallback_reason == stats.fallback_reason
+
+
+@pytest.mark.slow
+def test_compiled_path_really_compiles_and_agrees_with_eager(pair) -> None:
+    """``kernel="compiled"`` runs torch.compile'd graphs (no fallback, graphs counted by
+    dynamo) and gives the eager flow to float32 rounding."""
+    from torch._dynamo.utils import counters
+
+    i0, i1 = pair
+    params = TVL1Params(nscales=2, warps=2)
+    eager = tvl1_flow(i0, i1, params, kernel="eager")
+    before = counters["stats"]["unique_graphs"]
+    stats = TVL1Stats()
+    compiled = tvl1_flow(i0, i1, params, kernel="compiled", stats=stats)
+    assert stats.kernel == "compiled" and stats.fallback_reason is None
+    assert counters["stats"]["unique_graphs"] > before
+    torch.testing.assert_close(compiled, eager, atol=1e-3, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------
+# Triton kernels (interpreted on the CPU) against the eager path
+
+
+def test_triton_runs_interpreted_here() -> None:
+    assert tt.triton is not None, "Triton is a test dependency (the dev extra)"
+    assert tt.INTERPRETED, "the CPU tests need TRITON_INTERPRET=1 before Triton is imported"
+
+
+def test_triton_median_is_exact(pair) -> None:
+    """3x3 and 5x5 medians equal the eager network and OpenCV's medianBlur, ties included."""
+    i0, _ = pair
+    ties = torch.from_numpy(np.random.default_rng(0).integers(0, 3, (1, 32, 40))).float()
+    u = torch.cat([i0 / 7.0, ties])
+    for k in tt.MEDIAN_SIZES:
+        got = tt.median(u, k)
+        assert torch.equal(got, tvl1._median_filter(u, k))
+        for b in range(2):
+            assert np.array_equal(got[b].numpy(), cv2.medianBlur(u[b].numpy(), k))
+
+
+def test_triton_median_networks_are_the_generated_ones() -> None:
+    """The kernels' generated blocks are what ``median_network_source`` makes today."""
+    text = Path(tt.__file__).read_text()
+    for k in tt.MEDIAN_SIZES:
+        block = text.split(f"# BEGIN GENERATED median {k}\n")[1].split("        # END")[0]
+        assert [line.strip() for line in block.splitlines()] == tt.median_network_source(k)
+
+
+def test_triton_iteration_matches_eager_and_freezes_finished_pairs(pair) -> None:
+    """One fused iteration = the eager iteration to 1 ulp; a pair not live is copied through
+    unchanged; the new live mask is the eager one."""
+    i0, i1 = pair
+    i0 = torch.cat([i0, i1.flip(2)])  # two different pairs
+    i1 = torch.cat([i1, i0[:1].flip(2)])
+    state, consts = _warping_inputs(i0, i1)
+    coefs = (0.045, 0.3, 0.25 / 0.3)
+    *ref, err = tvl1._iteration(*state, *consts, *coefs)
+    eps = (err[0] + err[1]) / 2  # pair 0 or 1 is above it, the other below
+    live = torch.tensor([True, True])
+    got, got_live = tt.iteration(state, consts, live, eps, *coefs)
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r, atol=2e-6, rtol=1e-6)
+    assert torch.equal(got_live, err > eps) and got_live.sum() == 1
+    got, got_live = tt.iteration(state, consts, torch.tensor([True, False]), eps, *coefs)
+    for g, r, s in zip(got, ref, state):
+        torch.testing.assert_close(g[0], r[0], atol=2e-6, rtol=1e-6)
+        assert torch.equal(g[1], s[1])  # finished: exactly unchanged
+    assert not got_live[1]
+
+
+def test_triton_solve_agrees_with_eager_and_opencv(pair) -> None:
+    """A whole (short) solve on the triton path: the eager flow to float32 rounding, OpenCV's
+    to its own agreement, one host read per outer run."""
+    i0, i1 = pair
+    params = TVL1Params(nscales=1, warps=2, outer_iterations=2, inner_iterations=4)
+    stats = TVL1Stats()
+    got = tvl1_flow(i0, i1, params, kernel="triton", sync_every=4, stats=stats)
+    assert stats.kernel == "triton" and stats.fallback_reason is None
+    assert 0 < stats.host_syncs <= stats.outer_runs <= 4
+    eager = tvl1_flow(i0, i1, params, kernel="eager")
+    torch.testing.assert_close(got, eager, atol=1e-4, rtol=0)
+    tv = cv2.optflow.DualTVL1OpticalFlow_create()
+    tv.setScalesNumber(1)
+    tv.setWarpingsNumber(2)
+    tv.setOuterIterations(2)
+    tv.setInnerIterations(4)
+    ref = tv.calc(i0[0].numpy().astype(np.uint8), i1[0].numpy().astype(np.uint8), None)
+    assert np.abs(ref).max() > 0.05  # there is flow to agree on
+    assert np.linalg.norm(got[0].numpy() - ref, axis=-1).mean() < 1e-3
