@@ -143,6 +143,24 @@ def test_failed_compilation_is_logged_and_reported(pair, monkeypatch, caplog) ->
     assert again.kernel == "eager" and again.fallback_reason == stats.fallback_reason
 
 
+def test_torch_flow_backend_takes_the_kernel_and_reports_what_ran(pair, monkeypatch) -> None:
+    """``compute_flow(..., backend="torch", kernel=..., stats=...)``: the pipeline's way in."""
+    from tristream.transforms.flow import compute_flow
+
+    monkeypatch.setattr(tt, "triton", None)
+    i0, i1 = pair
+    gray = torch.cat([i0, i1]).to(torch.uint8).numpy()
+    small = dict(nscales=2, warps=2, outer_iterations=3)
+    stats = TVL1Stats()
+    got = compute_flow(gray, backend="torch", device="cpu", kernel="triton", stats=stats, **small)
+    assert stats.kernel_requested == "triton" and stats.kernel == "eager"
+    assert "Triton is not installed" in stats.fallback_reason and stats.pairs == 1
+    want = tvl1_flow(i0, i1, TVL1Params(**small), kernel="eager")[0].numpy()
+    assert np.array_equal(got[0], want)
+    with pytest.raises(ValueError, match="unknown TV-L1 kernel"):
+        compute_flow(gray, backend="torch", device="cpu", kernel="fast", **small)
+
+
 @pytest.mark.slow
 def test_compiled_path_really_compiles_and_agrees_with_eager(pair) -> None:
     """``kernel="compiled"`` runs torch.compile'd graphs (no fallback, graphs counted by

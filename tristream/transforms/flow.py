@@ -8,9 +8,13 @@ DualTVL1's (see :data:`TVL1_DEFAULTS` and DESIGN.md).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from tristream.models.tvl1 import TVL1Stats
 
 #: OpenCV DualTVL1 defaults, under the parameter names every backend accepts.
 TVL1_DEFAULTS: dict[str, float | int | bool] = {
@@ -78,21 +82,39 @@ def _opencv_flow(gray: np.ndarray, **params) -> np.ndarray:
 
 
 def _torch_flow(
-    gray: np.ndarray, device: str = "auto", batch_size: int = 16, **params
+    gray: np.ndarray,
+    device: str = "auto",
+    batch_size: int = 16,
+    kernel: str = "auto",
+    stats: TVL1Stats | None = None,
+    **params,
 ) -> np.ndarray:
+    """The batched torch TV-L1 solver (``tristream.models.tvl1``) over consecutive pairs.
+
+    ``batch_size``: pairs per ``tvl1_flow`` call; 0 picks what fills the free GPU memory on
+    CUDA (``cuda_batch_size``) and 16 elsewhere. ``kernel``: a name of
+    ``tvl1.KERNEL_CHOICES``. ``stats``: a ``tvl1.TVL1Stats`` that collects what ran (the
+    kernel path actually used and why, if it is not the one asked for; batches, host syncs).
+    """
     import torch
 
     from tristream.models.common import resolve_device
-    from tristream.models.tvl1 import TVL1Params, tvl1_flow
+    from tristream.models.tvl1 import TVL1Params, TVL1Stats, cuda_batch_size, tvl1_flow
 
     dev = resolve_device(device)
     p = TVL1Params(**tvl1_params(**params))
+    if stats is None:
+        stats = TVL1Stats()
+    if batch_size <= 0:
+        h, w = gray.shape[1:]
+        batch_size = cuda_batch_size(h, w, dev) if dev.type == "cuda" else 16
     out = np.empty((len(gray) - 1, *gray.shape[1:], 2), np.float32)
     frames = torch.from_numpy(gray).to(dev, torch.float32)
     with torch.inference_mode():
         for b in range(0, len(gray) - 1, batch_size):
             e = min(b + batch_size, len(gray) - 1)
-            out[b:e] = tvl1_flow(frames[b:e], frames[b + 1 : e + 1], p).cpu().numpy()
+            flow = tvl1_flow(frames[b:e], frames[b + 1 : e + 1], p, kernel=kernel, stats=stats)
+            out[b:e] = flow.cpu().numpy()
     return out
 
 
