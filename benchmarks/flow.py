@@ -22,7 +22,7 @@ Runs OpenCV contrib's ``DualTVL1OpticalFlow`` (default parameters) and
 Usage::
 
     python benchmarks/flow.py [--sizes 256x340] [--batch-sizes 1,2,4,8,16,32,64]
-        [--device cpu|cuda] [--pairs N] [--threads T] [--kernels eager,compiled,triton]
+        [--device cpu|cuda] [--pairs N] [--threads T] [--kernels eager,compiled,eager@REV]
         [--max-batch whole|auto|both]
 
 Data: ``$TRISTREAM_DATA/videos/{bikes,carphone_pristine}.mp4`` (default
@@ -150,6 +150,32 @@ def opencv_flow(i0: np.ndarray, i1: np.ndarray) -> np.ndarray:
     return cv2.optflow.DualTVL1OpticalFlow_create().calc(i0, i1, None)
 
 
+_BASELINES: dict[str, object] = {}
+
+
+def baseline_solver(rev: str):
+    """``tristream/models/tvl1.py`` as of git revision ``rev``, imported apart from the current
+    one, to time today's solver against an earlier one in the same run (``eager@REV``)."""
+    if rev not in _BASELINES:
+        import importlib.util
+        import subprocess
+
+        source = subprocess.run(
+            ["git", "show", f"{rev}:tristream/models/tvl1.py"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        name = f"tvl1_at_{rev}"
+        spec = importlib.util.spec_from_loader(name, loader=None)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up
+        exec(compile(source, f"<git {rev}>/tvl1.py", "exec"), module.__dict__)
+        _BASELINES[rev] = module
+    return _BASELINES[rev]
+
+
 def torch_flow(
     pairs,
     device: str,
@@ -161,7 +187,10 @@ def torch_flow(
     """Flows [N, H, W, 2] (numpy) of ``pairs`` solved in one ``tvl1_flow`` call."""
     a = torch.from_numpy(np.stack([p[0] for p in pairs])).to(device=device, dtype=torch.float32)
     b = torch.from_numpy(np.stack([p[1] for p in pairs])).to(device=device, dtype=torch.float32)
-    out = tvl1_flow(a, b, params, kernel=kernel, max_batch=max_batch, stats=stats)
+    if "@" in kernel:  # eager@REV: the solver of an earlier commit, eager
+        out = baseline_solver(kernel.split("@")[1]).tvl1_flow(a, b, params, max_batch=max_batch)
+    else:
+        out = tvl1_flow(a, b, params, kernel=kernel, max_batch=max_batch, stats=stats)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return out.cpu().numpy()
@@ -222,8 +251,11 @@ def bench_speed(args, size, kernel: str, n_threads: int, rows: list[str]) -> Non
         for s in range(0, n, bs):
             torch_flow(pairs[s : s + bs], device, kernel, max_batch=together, stats=stats)
         t_torch = time.perf_counter() - t0
-        label = stats.kernel if stats.kernel == kernel else f"{kernel} (ran {stats.kernel}!)"
-        syncs = stats.host_syncs / stats.batches
+        if "@" in kernel:
+            label, syncs = kernel, "n/a"
+        else:
+            label = stats.kernel if stats.kernel == kernel else f"{kernel} (ran {stats.kernel}!)"
+            syncs = f"{stats.host_syncs / stats.batches:.0f}"
         mem = ""
         if device.startswith("cuda"):
             mem = f"{torch.cuda.max_memory_allocated() / bs / 2**20:.0f}"
@@ -235,7 +267,7 @@ def bench_speed(args, size, kernel: str, n_threads: int, rows: list[str]) -> Non
         tp, cp = n / t_torch, n_cv / t_cv
         rows.append(
             f"| {size[0]}x{size[1]} | {n_threads} | {label} | {bs} | {together} | {n} | "
-            f"{tp:.2f} | {cp:.2f} | {tp / cp:.2f} | {mem or 'n/a'} | {syncs:.0f} |"
+            f"{tp:.2f} | {cp:.2f} | {tp / cp:.2f} | {mem or 'n/a'} | {syncs} |"
         )
         print(rows[-1], file=sys.stderr)
 
@@ -379,7 +411,8 @@ def main(argv: list[str] | None = None) -> None:
         "--kernels",
         default="eager",
         help=f"comma-separated kernel paths to time, of {','.join(KERNELS)} (triton: CUDA only; "
-        "under TRITON_INTERPRET=1 on the CPU it is a test mode, not timed)",
+        "under TRITON_INTERPRET=1 on the CPU it is a test mode, not timed), or eager@REV: the "
+        "eager solver of git revision REV (e.g. eager@60690ef, before device-side convergence)",
     )
     ap.add_argument(
         "--max-batch",
@@ -401,7 +434,7 @@ def main(argv: list[str] | None = None) -> None:
     threads = [int(t) for t in args.threads.split(",") if t]
     args.kernels = [k for k in args.kernels.split(",") if k]
     for kernel in args.kernels:
-        if kernel not in KERNELS:
+        if kernel not in KERNELS and not kernel.startswith("eager@"):
             ap.error(f"unknown kernel {kernel!r}; choose from {KERNELS}")
     if args.device == "cpu" and "triton" in args.kernels:
         ap.error("the triton kernels run on the CPU only interpreted (a test mode): not timed")

@@ -22,9 +22,15 @@ described by Sanchez, Meinhardt-Llopis and Facciolo (IPOL 2013), with the choice
   ``use_initial_flow``.
 
 Everything runs as batched tensor operations on the input's device (CPU or CUDA); the
-stopping rule is applied per pair, so a pair that has converged inside a batch stops
-changing while the others continue, and a pair gives the same flow (to float rounding)
-alone or in a batch. Only ``torch`` is needed (no OpenCV, no Apache Beam).
+stopping rule is applied per pair and kept on the device: a mask of the pairs still
+iterating, under which a converged pair stops changing while the others continue. The host
+reads the mask at most once per run of inner iterations on a GPU (every iteration on CPU,
+where a read is free) and compacts finished pairs out of the batch there; when it reads
+does not change the flow, and a pair gives the same flow alone or in a batch. The kernel
+path (eager, ``torch.compile``, fused Triton kernels) is chosen by name (:data:`KERNELS`);
+one that cannot run is replaced by eager with a warning and reported in
+:class:`TVL1Stats`. Only ``torch`` is needed (no OpenCV, no Apache Beam; Triton for the
+``triton`` path).
 
 Agreement with OpenCV is to float rounding in each step. The stopping rule and the
 median filter can amplify rounding differences, so the flows differ by a mean end-point
@@ -818,8 +824,9 @@ def _solve_level(
     """Refine ``flow`` ([u1, u2] or [u1, u2, u3], each [B, H, W]) on one pyramid level."""
     _, h, w = i0.shape
     n_primal = len(flow)
-    # OpenCV compares against this value rounded to float32.
-    eps = torch.tensor(params.epsilon**2 * h * w, dtype=torch.float32, device=i0.device)
+    # OpenCV compares against this value rounded to float32. A fill, not a copy from the
+    # host: on CUDA a copy from pageable memory would wait for the queue.
+    eps = torch.full((), params.epsilon**2 * h * w, dtype=torch.float32, device=i0.device)
     f32 = [
         float(torch.tensor(v, dtype=torch.float32))
         for v in (
