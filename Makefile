@@ -12,7 +12,7 @@ TORCH_INDEX ?=
 EXTRAS ?= pipeline,reader,dev
 STAMP := $(VENV)/.installed
 
-.PHONY: venv install demo test test-all lint format bench clean
+.PHONY: venv install demo test test-all lint format bench gpu-check clean
 
 venv: $(STAMP)
 
@@ -46,6 +46,11 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/pipeline.py
+
+# The prepared TV-L1 GPU check (under 5 minutes): runs with the Python that has a CUDA
+# torch and Triton (no Beam, no OpenCV contrib, no network needed), e.g. on a lent GPU host.
+gpu-check:
+	$(PYTHON) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo-out

@@ -237,9 +237,17 @@ def test_flow_torch_backend_in_the_pipeline(tmp_path, carphone, torch_threads):
         args = ["run", "--input", carphone, "--output", str(out), "--short-side", "32",
                 "--max-frames", "10", "--flow", backend, "--flow-batch-size", "4",
                 "--device", "auto"]  # fmt: skip
+        if backend == "torch":  # a path that cannot run here: said so, and counted
+            args += ["--flow-kernel", "compiled" if resolve_device("auto") != "cpu" else "triton"]
         assert main(args) == 0
         rows[backend] = sorted(read_rows(out), key=lambda r: r["segment"])
         assert rows[backend][0]["meta"]["flow_backend"] == backend
+        metrics = json.loads((out / "manifest.json").read_text())["metrics"]
+        if backend == "torch" and resolve_device("auto") == "cpu":
+            # Triton runs on CUDA only (or under TRITON_INTERPRET=1): each of the 11
+            # segments fell back to eager, and the manifest says so.
+            assert metrics["flow_kernel_eager"] == 11 and metrics["flow_kernel_fallbacks"] == 11
+            assert "flow_kernel_triton" not in metrics
     if resolve_device("auto") == "cpu" and usable_cpus() > 1:
         # --workers 0 runs one worker thread per CPU: the flow stage gave each one torch
         # thread, so that their OpenMP teams fit the CPUs (3x slower otherwise). torch's

@@ -31,6 +31,12 @@ def _flow_choices() -> tuple[str, ...]:
     return flow_choices()
 
 
+def _flow_kernels() -> tuple[str, ...]:
+    from tristream.models.tvl1 import KERNEL_CHOICES
+
+    return KERNEL_CHOICES
+
+
 def _pose_decoders() -> tuple[str, ...]:
     from tristream.transforms.pose import DECODERS
 
@@ -94,7 +100,21 @@ def _run_parser(sub) -> None:
         "median_filtering)",
     )
     p.add_argument("--device", default="auto", help="torch flow device: auto, cpu, cuda[:N]")
-    p.add_argument("--flow-batch-size", type=int, default=16, help="frame pairs per torch batch")
+    p.add_argument(
+        "--flow-batch-size",
+        type=int,
+        default=0,
+        help="frame pairs per torch TV-L1 batch; 0: what fills the free GPU memory on CUDA, "
+        "16 on the CPU",
+    )
+    p.add_argument(
+        "--flow-kernel",
+        default="auto",
+        choices=_Choices(_flow_kernels),
+        help="torch TV-L1 kernel path: auto (triton on CUDA when it can run, else eager), "
+        "eager, compiled (torch.compile) or triton; a path that cannot run falls back to "
+        "eager with a warning, counted in manifest.json's metrics",
+    )
     p.add_argument("--jpeg-quality", type=int, default=95)
     p.add_argument("--workers", type=int, default=0, help="local worker threads (0: all cores)")
     p.add_argument(
@@ -167,6 +187,7 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
         flow_params=dict(args.flow_param),
         device=args.device,
         flow_batch_size=args.flow_batch_size,
+        flow_kernel=args.flow_kernel,
         jpeg_quality=args.jpeg_quality,
         workers=args.workers,
         num_shards=args.num_shards,

@@ -60,7 +60,8 @@ class RunConfig:
     flow_encoding: str = "jpeg"
     flow_params: dict = field(default_factory=dict)
     device: str = "auto"
-    flow_batch_size: int = 16
+    flow_batch_size: int = 0
+    flow_kernel: str = "auto"
     jpeg_quality: int = JPEG_QUALITY
     workers: int = 0
     num_shards: int = 0
@@ -93,6 +94,13 @@ class RunConfig:
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError("--jpeg-quality must be in 1..100")
         tvl1_params(**self.flow_params)  # unknown names fail here, before any work
+        if self.flow_batch_size < 0:
+            raise ValueError("--flow-batch-size must be >= 0 (0: automatic)")
+        if self.flow_kernel != "auto":
+            from tristream.models.tvl1 import KERNEL_CHOICES
+
+            if self.flow_kernel not in KERNEL_CHOICES:
+                raise ValueError(f"--flow-kernel must be one of {KERNEL_CHOICES}")
         RenderStyle.parse(self.render)  # likewise a bad --render
         if self.pose_model and not self.detector:
             raise ValueError("--pose-model needs --detector (top-down pose runs on person boxes)")

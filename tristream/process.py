@@ -87,6 +87,10 @@ class Stats:
     pairs: int = 0
     persons: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    #: torch TV-L1 only: segments per kernel path that actually ran, and the reasons a
+    #: requested path fell back to another (see ``tristream.models.tvl1.TVL1Stats``).
+    flow_kernels: dict[str, int] = field(default_factory=dict)
+    flow_fallbacks: list[str] = field(default_factory=list)
 
     def add_time(self, stage: str, seconds: float) -> None:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
@@ -119,7 +123,9 @@ class Models:
         #: torch runs on this process's CPUs (callers then share the cores among threads).
         self.torch_on_cpu = device == "cpu" and (config.flow == "torch" or bool(config.pose_model))
         if config.flow == "torch":
-            self.flow_params.update(device=device, batch_size=config.flow_batch_size)
+            self.flow_params.update(
+                device=device, batch_size=config.flow_batch_size, kernel=config.flow_kernel
+            )
         self.skeletons = None
         self.detector = self.estimator = None
         if config.skeletons:
@@ -196,7 +202,7 @@ def process_video(
             if config.flow != "none":
                 stage = "flow"
                 t0 = time.perf_counter()
-                flow = compute_flow(frames, backend=config.flow, **models.flow_params)
+                flow = _flow(frames, config, models, stats)
                 stats.add_time("flow", time.perf_counter() - t0)
                 stats.pairs += len(flow)
 
@@ -244,6 +250,20 @@ def process_video(
     finally:
         if segments is not None:
             segments.close()  # stops ffmpeg when the caller stops early
+
+
+def _flow(frames: np.ndarray, config: RunConfig, models: Models, stats: Stats) -> np.ndarray:
+    """Flow of one segment by the configured backend; torch's solver reports its kernel path."""
+    if config.flow != "torch":
+        return compute_flow(frames, backend=config.flow, **models.flow_params)
+    from tristream.models.tvl1 import TVL1Stats
+
+    solver = TVL1Stats()
+    flow = compute_flow(frames, backend="torch", stats=solver, **models.flow_params)
+    stats.flow_kernels[solver.kernel] = stats.flow_kernels.get(solver.kernel, 0) + 1
+    if solver.fallback_reason:
+        stats.flow_fallbacks.append(solver.fallback_reason)
+    return flow
 
 
 def _imported_tracks(

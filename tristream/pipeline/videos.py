@@ -132,6 +132,11 @@ class ProcessVideo(beam.DoFn):
             self.frames.inc(stats.frames)
             self.pairs.inc(stats.pairs)
             self.persons.inc(stats.persons)
+            # Which TV-L1 kernel path ran, per segment: manifest.json's metrics say it.
+            for kernel, segments in stats.flow_kernels.items():
+                Metrics.counter(NAMESPACE, f"flow_kernel_{kernel}").inc(segments)
+            if stats.flow_fallbacks:
+                Metrics.counter(NAMESPACE, "flow_kernel_fallbacks").inc(len(stats.flow_fallbacks))
         if outcome.cached:
             self.cached.inc()
         return outcome
