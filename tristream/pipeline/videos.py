@@ -12,6 +12,7 @@ cache (``OUT/cache``) as they come, metrics and the progress bar.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -46,13 +47,8 @@ class Failure:
     segment: int | None = None
 
     def to_json(self) -> dict:
-        return {
-            "video_id": self.video_id,
-            "source": self.source,
-            "stage": self.stage,
-            "error": self.error,
-            "segment": self.segment,
-        }
+        """The ``failures.jsonl`` record: video_id, source, stage, error, segment."""
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
