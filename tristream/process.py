@@ -243,8 +243,6 @@ def process_video(
             yield SegmentRow(seg.index, seg.is_last, len(frames), row)
     except VideoFailed:
         raise
-    except GeneratorExit:
-        raise
     except Exception as exc:  # noqa: BLE001 - every failure becomes one VideoFailed
         raise VideoFailed(stage, error_text(exc), index) from exc
     finally:
