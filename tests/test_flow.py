@@ -64,3 +64,15 @@ def test_torch_backend_matches_opencv_on_real_frames_and_falls_back_to_cpu(bikes
 
     if not torch.cuda.is_available():
         assert "using the CPU" in caplog.text
+
+
+def test_torch_backend_automatic_batch_size_is_the_same_flow(bikes):
+    # batch_size 0 (the CLI's default) picks the batch: the GPU's free memory on CUDA,
+    # 16 pairs on the CPU. Pairs are solved independently, so the flow is the same.
+    from tristream.transforms.decode import decode_video
+
+    frames = decode_video(bikes, short_side=32, start=2.0, end=2.2)  # 5 frames, 4 pairs
+    auto = compute_flow(frames, backend="torch", device="auto", batch_size=0)
+    fixed = compute_flow(frames, backend="torch", device="auto", batch_size=1)
+    assert auto.shape == (4, 32, 76, 2)
+    np.testing.assert_allclose(auto, fixed, atol=1e-5)

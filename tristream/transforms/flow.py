@@ -107,7 +107,7 @@ def _torch_flow(
         stats = TVL1Stats()
     if batch_size <= 0:
         h, w = gray.shape[1:]
-        batch_size = cuda_batch_size(h, w, dev) if dev.type == "cuda" else 16
+        batch_size = cuda_batch_size(h, w, dev) if torch.device(dev).type == "cuda" else 16
     out = np.empty((len(gray) - 1, *gray.shape[1:], 2), np.float32)
     frames = torch.from_numpy(gray).to(dev, torch.float32)
     with torch.inference_mode():
