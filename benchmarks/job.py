@@ -38,18 +38,11 @@ import time
 
 import cv2
 import numpy as np
+from pipeline import default_videos  # benchmarks/pipeline.py: where the sample videos are
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FPS = 25.0
 SHORT_SIDE = 256
-
-
-def default_videos() -> str:
-    """``$TRISTREAM_DATA/videos`` if that variable is set, else ``<repo>/../shared/data/videos``."""
-    data = os.environ.get("TRISTREAM_DATA")
-    if data:
-        return os.path.join(data, "videos")
-    return os.path.normpath(os.path.join(REPO, "..", "shared", "data", "videos"))
 
 
 def clips(videos: str, seconds: float) -> list[tuple[str, str, float, float]]:
