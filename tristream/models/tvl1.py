@@ -530,6 +530,24 @@ def _iteration_gamma(
     return n1, n2, n3, p11, p12, p21, p22, p31, p32, error
 
 
+def _keep_live(
+    new: Sequence[torch.Tensor],
+    old: Sequence[torch.Tensor],
+    live: torch.Tensor,
+    error: torch.Tensor,
+    eps: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """OpenCV's stopping rule on the device: pairs not ``live`` (bool [B]) keep ``old``.
+
+    Returns the state (``new`` where live, else ``old``; each [B, H, W]) and then the live
+    mask with every pair whose sum of squared updates ``error`` [B] is at most ``eps``
+    (0-d float32 tensor) cleared.
+    """
+    keep = live[:, None, None]
+    out = tuple(torch.where(keep, n, o) for n, o in zip(new, old))
+    return (*out, live & (error > eps))
+
+
 def _masked_iteration(
     u1: torch.Tensor,
     u2: torch.Tensor,
@@ -554,12 +572,8 @@ def _masked_iteration(
     on the device.
     """
     old = (u1, u2, p11, p12, p21, p22)
-    *new, error = _iteration(
-        u1, u2, p11, p12, p21, p22, i1wx, i1wy, neg_inv_grad, rho_c, l_t, theta, taut
-    )
-    keep = live[:, None, None]
-    out = tuple(torch.where(keep, n, o) for n, o in zip(new, old))
-    return (*out, live & (error > eps))
+    *new, error = _iteration(*old, i1wx, i1wy, neg_inv_grad, rho_c, l_t, theta, taut)
+    return _keep_live(new, old, live, error, eps)
 
 
 def _masked_iteration_gamma(
@@ -586,9 +600,7 @@ def _masked_iteration_gamma(
     """As ``_masked_iteration`` with the illumination variable u3 and its duals (p31, p32)."""
     old = (u1, u2, u3, p11, p12, p21, p22, p31, p32)
     *new, error = _iteration_gamma(*old, i1wx, i1wy, neg_inv_grad, rho_c, l_t, theta, taut, gamma)
-    keep = live[:, None, None]
-    out = tuple(torch.where(keep, n, o) for n, o in zip(new, old))
-    return (*out, live & (error > eps))
+    return _keep_live(new, old, live, error, eps)
 
 
 # --------------------------------------------------------------------------------------
@@ -729,8 +741,8 @@ class _EagerPath:
         *new, error = fn(*state, *consts, *coefs)
         if all_live:
             return list(new), error > eps
-        keep = live[:, None, None]
-        return [torch.where(keep, n, o) for n, o in zip(new, state)], live & (error > eps)
+        *out, live = _keep_live(new, state, live, error, eps)
+        return out, live
 
 
 class _CompiledPath(_EagerPath):
