@@ -37,6 +37,18 @@ def _flow_kernels() -> tuple[str, ...]:
     return KERNEL_CHOICES
 
 
+def _pose_formats() -> tuple[str, ...]:
+    from tristream.models.zoo import POSE_FORMATS
+
+    return POSE_FORMATS
+
+
+def _pose_precisions() -> tuple[str, ...]:
+    from tristream.models.zoo import POSE_PRECISIONS
+
+    return POSE_PRECISIONS
+
+
 def _pose_decoders() -> tuple[str, ...]:
     from tristream.transforms.pose import DECODERS
 
@@ -128,13 +140,41 @@ def _run_parser(sub) -> None:
         "--fail-on-error", action="store_true", help="exit with status 1 if any video failed"
     )
     pose = p.add_argument_group("persons (keypoints, boxes, tracks) and pose frames")
-    pose.add_argument("--detector", help="person detector: YOLOX ONNX model or TorchScript file")
+    pose.add_argument(
+        "--persons",
+        action="store_true",
+        help="detect, pose and track persons with the packaged models (YOLOX-nano, "
+        "BlazePose lite) unless --detector / --pose-model name others",
+    )
+    pose.add_argument(
+        "--detector",
+        help="person detector: YOLOX ONNX model or TorchScript file (alone, without "
+        "--persons or --pose-model: boxes and tracks only)",
+    )
     pose.add_argument(
         "--pose-model",
-        help="PoseResNet checkpoint (official or mmpose layout) or TorchScript heatmap model",
+        help="top-down pose model: ONNX (BlazePose, heatmap or SimCC outputs), PoseResNet "
+        "checkpoint (official or mmpose layout) or TorchScript heatmap model; 'none': "
+        "boxes and tracks only",
     )
-    pose.add_argument("--pose-decoder", default="dark", choices=_Choices(_pose_decoders))
-    pose.add_argument("--flip-test", action="store_true", help="average with the flipped crop")
+    pose.add_argument(
+        "--pose-format",
+        default="auto",
+        choices=_Choices(_pose_formats),
+        help="output family of an ONNX pose model (auto: recognised from its outputs)",
+    )
+    pose.add_argument(
+        "--pose-precision",
+        default="fp32",
+        choices=_Choices(_pose_precisions),
+        help="autocast precision of a torch pose model on CUDA",
+    )
+    pose.add_argument(
+        "--pose-decoder", default="dark", choices=_Choices(_pose_decoders), help="heatmap decoder"
+    )
+    pose.add_argument(
+        "--flip-test", action="store_true", help="average with the flipped crop (heatmap models)"
+    )
     pose.add_argument(
         "--skeletons",
         help="import 2D skeletons from an mmaction2/pyskl pickle instead of running models",
@@ -169,10 +209,33 @@ def _render_options() -> list[tuple[str, ...]]:
     return list(RENDER_OPTIONS.values())
 
 
+def person_models(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """``(detector, pose_model)`` paths from ``--persons``, ``--detector`` and ``--pose-model``.
+
+    ``--persons``, or a ``--pose-model`` without a ``--detector``, fills in the packaged
+    defaults (:mod:`tristream.models.zoo`); ``--pose-model none`` keeps boxes and tracks
+    only; ``--detector`` alone is boxes and tracks only, as it always was.
+    """
+    detector, pose_model = args.detector, args.pose_model
+    no_pose = pose_model is not None and pose_model.lower() == "none"
+    if no_pose:
+        pose_model = None
+    if args.persons or pose_model:
+        from tristream.models.zoo import DEFAULT_DETECTOR, DEFAULT_POSE_MODEL
+
+        detector = detector or str(DEFAULT_DETECTOR)
+        if args.persons and not no_pose:
+            pose_model = pose_model or str(DEFAULT_POSE_MODEL)
+    return detector, pose_model
+
+
 def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from tristream.config import RunConfig
     from tristream.pipeline.run import run
 
+    if args.skeletons and (args.persons or args.pose_model):
+        raise ValueError("give --skeletons (imported keypoints) or --persons / --pose-model")
+    detector, pose_model = person_models(args)
     config = RunConfig(
         output=args.output,
         input=args.input,
@@ -194,9 +257,11 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
         split=args.split,
         timeout=args.timeout,
         fail_on_error=args.fail_on_error,
-        detector=args.detector,
-        pose_model=args.pose_model,
+        detector=detector,
+        pose_model=pose_model,
         pose_decoder=args.pose_decoder,
+        pose_format=args.pose_format,
+        pose_precision=args.pose_precision,
         flip_test=args.flip_test,
         skeletons=args.skeletons,
         max_persons=args.max_persons,

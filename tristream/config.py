@@ -71,6 +71,8 @@ class RunConfig:
     detector: str | None = None
     pose_model: str | None = None
     pose_decoder: str = "dark"
+    pose_format: str = "auto"
+    pose_precision: str = "fp32"
     flip_test: bool = False
     skeletons: str | None = None
     max_persons: int = 5
@@ -111,6 +113,12 @@ class RunConfig:
 
             if self.pose_decoder not in DECODERS:
                 raise ValueError(f"--pose-decoder must be one of {DECODERS}")
+            from tristream.models.zoo import POSE_FORMATS, POSE_PRECISIONS
+
+            if self.pose_format not in POSE_FORMATS:
+                raise ValueError(f"--pose-format must be one of {POSE_FORMATS}")
+            if self.pose_precision not in POSE_PRECISIONS:
+                raise ValueError(f"--pose-precision must be one of {POSE_PRECISIONS}")
         if self.max_persons < 1:
             raise ValueError("--max-persons must be at least 1")
         for name in ("detector", "pose_model", "skeletons"):
@@ -165,6 +173,8 @@ class RunConfig:
             "pose_model": _file_id(self.pose_model),
             "pose_decoder": self.pose_decoder if self.pose_model else None,
             "flip_test": self.flip_test if self.pose_model else None,
+            "pose_format": self.pose_format if self.pose_model else None,
+            "pose_precision": self.pose_precision if self.pose_model else None,
             "skeletons": _file_id(self.skeletons),
             "max_persons": self.max_persons,
             "det_threshold": self.det_threshold if self.detector else None,

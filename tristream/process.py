@@ -138,13 +138,37 @@ class Models:
                 nms_threshold=config.det_nms, device=config.device,
             )  # fmt: skip
         if config.pose_model:
-            from tristream.models.pose_resnet import load_pose_model
-            from tristream.transforms.pose import PoseEstimator
+            from tristream.models.pose_resnet import PoseModel
+            from tristream.models.zoo import load_pose
+            from tristream.transforms.pose import PRECISIONS, PoseEstimator
 
-            model = load_pose_model(config.pose_model, device=config.device)
-            self.estimator = PoseEstimator(
-                model, decoder=config.pose_decoder, flip_test=config.flip_test
+            model = load_pose(
+                config.pose_model, device=config.device, pose_format=config.pose_format
             )
+            dtype = PRECISIONS[config.pose_precision]
+            if dtype is not None and isinstance(model, PoseModel) and model.device.type != "cuda":
+                LOG.warning("--pose-precision %s applies on CUDA only; the pose model runs "
+                            "in float32 on the CPU", config.pose_precision)  # fmt: skip
+                dtype = None
+            self.estimator = PoseEstimator(
+                model, decoder=config.pose_decoder, flip_test=config.flip_test, dtype=dtype
+            )
+
+
+def check_models(config: RunConfig) -> None:
+    """Open the run's detector and pose model once on the CPU and let them go, so that a
+    file of the wrong kind fails the run up front with a ValueError that says what was
+    expected, instead of failing every video on every worker."""
+    if config.detector:
+        from tristream.models.detector import load_detector
+
+        load_detector(config.detector, device="cpu")
+    if config.pose_model:
+        from tristream.models.zoo import load_pose
+        from tristream.transforms.pose import PoseEstimator
+
+        model = load_pose(config.pose_model, device="cpu", pose_format=config.pose_format)
+        PoseEstimator(model, decoder=config.pose_decoder, flip_test=config.flip_test)
 
 
 def process_video(

@@ -96,3 +96,46 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
         keep.append(i)
         order = order[1:][ious[i, order[1:]] <= iou_threshold]
     return np.asarray(keep, np.int64)
+
+
+def looks_like_onnx(head: bytes) -> bool:
+    """Whether a file starting with ``head`` (its first bytes) can be an ONNX model.
+
+    ONNX ``ModelProto`` serialisations start with field 1 (``ir_version``, a small varint).
+    """
+    return len(head) >= 2 and head[0] == 0x08 and 0 < head[1] < 0x80
+
+
+def onnx_session(path: object, device: object = "auto", threads: int | None = None,
+                 what: str = "model"):  # fmt: skip
+    """An onnxruntime ``InferenceSession`` for ``path`` on the device policy of every model.
+
+    ``device``: ``"auto"`` takes the CUDA execution provider when onnxruntime has it;
+    ``"cuda"`` / ``"cuda:N"`` asks for it and, where onnxruntime lacks it (the CPU wheel),
+    logs a warning naming ``what`` and runs on the CPU; ``"cpu"`` never uses CUDA.
+    ``threads``: intra-op threads (None: onnxruntime's default).
+
+    Raises ValueError (naming the file) when onnxruntime cannot load the model.
+    """
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    dev = str(device)
+    use_cuda = dev.startswith("cuda") or dev == "auto"
+    if dev.startswith("cuda") and "CUDAExecutionProvider" not in available:
+        LOG.warning(
+            "device %r asked for but onnxruntime has no CUDAExecutionProvider (available: "
+            "%s; install onnxruntime-gpu); the %s runs on the CPU",
+            device, available, what,
+        )  # fmt: skip
+    providers: list = ["CPUExecutionProvider"]
+    if use_cuda and "CUDAExecutionProvider" in available:
+        device_id = int(dev.split(":")[1]) if ":" in dev else 0
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ValueError(f"{path}: onnxruntime cannot load this model: {exc}") from exc

@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 import torch
 
-from tristream.models.common import nms, resolve_device
+from tristream.models.common import looks_like_onnx, nms, onnx_session, resolve_device
 from tristream.models.pose_resnet import is_torchscript_archive
 
 LOG = logging.getLogger(__name__)
@@ -182,35 +182,12 @@ class YoloxOnnxDetector:
         max_detections: int = 100,
         threads: int | None = None,
     ):
-        import onnxruntime as ort
-
         self.path = Path(path)
         self.score_threshold = float(score_threshold)
         self.nms_threshold = float(nms_threshold)
         self.person_class = int(person_class)
         self.max_detections = int(max_detections)
-        available = ort.get_available_providers()
-        dev = str(device)
-        use_cuda = dev.startswith("cuda") or dev == "auto"
-        if dev.startswith("cuda") and "CUDAExecutionProvider" not in available:
-            # The same policy as every other model (models.common.resolve_device).
-            LOG.warning(
-                "device %r asked for but onnxruntime has no CUDAExecutionProvider (available: "
-                "%s; install onnxruntime-gpu); the detector runs on the CPU",
-                device,
-                available,
-            )
-        providers: list = ["CPUExecutionProvider"]
-        if use_cuda and "CUDAExecutionProvider" in available:
-            device_id = int(dev.split(":")[1]) if ":" in dev else 0
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ValueError(f"{path}: onnxruntime cannot load this model: {exc}") from exc
+        self.session = onnx_session(path, device, threads, what="detector")
         self.providers = self.session.get_providers()
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -360,11 +337,6 @@ class TorchScriptDetector:
         return results
 
 
-def _looks_like_onnx(head: bytes) -> bool:
-    """ONNX ``ModelProto`` serialisations start with field 1 (ir_version, a small varint)."""
-    return len(head) >= 2 and head[0] == 0x08 and 0 < head[1] < 0x80
-
-
 def load_detector(path: str | Path, **opts) -> YoloxOnnxDetector | TorchScriptDetector:
     """Open a person detector, chosen by the file's content.
 
@@ -382,7 +354,7 @@ def load_detector(path: str | Path, **opts) -> YoloxOnnxDetector | TorchScriptDe
         raise FileNotFoundError(f"detector model not found: {path}")
     with open(path, "rb") as f:
         head = f.read(16)
-    if _looks_like_onnx(head):
+    if looks_like_onnx(head):
         return YoloxOnnxDetector(path, **opts)
     if is_torchscript_archive(path):
         return TorchScriptDetector(path, **opts)

@@ -31,6 +31,7 @@ from tristream.pipeline import progress
 from tristream.pipeline.inputs import list_tasks
 from tristream.pipeline.sinks import WriteShard, finalize, shard_key
 from tristream.pipeline.videos import Failure, ProcessVideo, VideoOutcome, worker_threads
+from tristream.process import check_models
 from tristream.shards.atomic import write_text_atomic
 
 LOG = logging.getLogger(__name__)
@@ -223,6 +224,7 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> RunResult:
         raise ValueError(f"no videos found in {config.manifest or config.input}")
     pre_failures = [Failure(r.video_id, r.source, r.stage, r.error) for r in rejected]
     check_writable(config.output)
+    check_models(config)  # a model file of the wrong kind: one clear error, before any work
     _clean_partial_files(config.output)
     LOG.info("%d videos to process into %s", len(tasks), config.output)
     runner, options = _options(config, list(beam_args or []))

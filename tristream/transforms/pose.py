@@ -49,6 +49,7 @@ from tristream.shards.coco import FLIP_PAIRS, NUM_JOINTS
 
 __all__ = [
     "DECODERS",
+    "PRECISIONS",
     "Crops",
     "PoseEstimator",
     "box_to_center_scale",
@@ -64,6 +65,11 @@ __all__ = [
 DECODERS = ("argmax", "soft-argmax", "dark")
 SCALE_FACTOR = 1.25  # box enlargement of Simple Baselines
 DEFAULT_BETA = 16.0  # soft-argmax sharpness on max-normalised maps (see decode_heatmaps)
+#: ``--pose-precision`` names -> the autocast dtype of a torch pose model (None: float32).
+PRECISIONS: dict[str, torch.dtype | None] = {
+    "fp32": None, "float32": None, "fp16": torch.float16, "float16": torch.float16,
+    "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------
@@ -381,22 +387,27 @@ class PoseEstimator:
     """Top-down keypoints for the given person boxes, batched on the model's device.
 
     Args:
-        model: a :class:`~tristream.models.pose_resnet.PoseModel` (see ``load_pose_model``).
-        decoder: ``"dark"``, ``"argmax"`` or ``"soft-argmax"``.
-        flip_test: also run the mirrored crops and average the heatmaps.
+        model: a heatmap :class:`~tristream.models.pose_resnet.PoseModel` (see
+            ``load_pose_model``) or an :class:`~tristream.models.pose_onnx.OnnxPoseModel`
+            (BlazePose, heatmap or SimCC outputs).
+        decoder: ``"dark"``, ``"argmax"`` or ``"soft-argmax"`` (heatmap models).
+        flip_test: also run the mirrored crops and average the heatmaps (heatmap models).
         batch_size: crops per forward pass.
-        dtype: ``torch.float16`` / ``torch.bfloat16`` (or their names) runs the model under
-            autocast (meant for CUDA); None runs in float32. Decoding is always float32.
+        dtype: ``torch.float16`` / ``torch.bfloat16`` (or their names) runs a torch model
+            under autocast (meant for CUDA); None runs in float32. Decoding is always float32.
         flip_pairs: left/right joint pairs swapped by the flip test.
         shift_heatmap: shift the flipped heatmaps by one pixel (reference behaviour).
-        scale_factor: box enlargement before cropping.
+        scale_factor: box enlargement before cropping (None: the model's own, else 1.25).
         decoder_options: keyword arguments for :func:`decode_heatmaps` (``beta``,
             ``blur_kernel``).
+
+    Every crop of one call goes through the model in chunks of ``batch_size``, whatever
+    frame it comes from.
     """
 
     def __init__(
         self,
-        model: PoseModel,
+        model,
         decoder: str = "dark",
         flip_test: bool = False,
         batch_size: int = 64,
@@ -404,15 +415,23 @@ class PoseEstimator:
         *,
         flip_pairs: Sequence[tuple[int, int]] = FLIP_PAIRS,
         shift_heatmap: bool = True,
-        scale_factor: float = SCALE_FACTOR,
+        scale_factor: float | None = None,
         decoder_options: dict | None = None,
     ):
         if decoder not in DECODERS:
             raise ValueError(f"unknown heatmap decoder {decoder!r}; expected one of {DECODERS}")
         if isinstance(dtype, str):
-            dtype = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-                     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-                     "float32": None, "fp32": None}[dtype]  # fmt: skip
+            if dtype not in PRECISIONS:
+                raise ValueError(
+                    f"unknown precision {dtype!r}; expected one of {tuple(PRECISIONS)}"
+                )
+            dtype = PRECISIONS[dtype]
+        #: "heatmap" (decoded here), else the model's own keypoints (BlazePose, SimCC).
+        self.family = getattr(model, "family", "heatmap")
+        if flip_test and self.family != "heatmap":
+            raise ValueError(f"the flip test averages heatmaps; this is a {self.family} model")
+        if dtype is not None and not isinstance(model, PoseModel):
+            raise ValueError("--pose-precision applies to torch (PoseResNet) models only")
         self.model = model
         self.decoder = decoder
         self.flip_test = flip_test
@@ -420,12 +439,21 @@ class PoseEstimator:
         self.dtype = dtype
         self.flip_pairs = tuple(flip_pairs)
         self.shift_heatmap = shift_heatmap
-        self.scale_factor = scale_factor
+        self.scale_factor = float(
+            scale_factor if scale_factor is not None
+            else getattr(model, "scale_factor", SCALE_FACTOR)
+        )  # fmt: skip
         self.decoder_options = dict(decoder_options or {})
 
     def heatmaps(self, crops: np.ndarray) -> torch.Tensor:
         """uint8 ``[N, H, W, 3]`` RGB crops -> float32 heatmaps ``[N, K, h, w]`` (device)."""
         m = self.model
+        if not isinstance(m, PoseModel):  # an ONNX heatmap model
+            hm = m.heatmaps(crops)
+            if self.flip_test:
+                hf = m.heatmaps(np.ascontiguousarray(crops[:, :, ::-1]))
+                hm = 0.5 * (hm + flip_back(hf, self.flip_pairs, self.shift_heatmap))
+            return hm
         x = m.preprocess(torch.from_numpy(np.ascontiguousarray(crops)))
         with (
             torch.inference_mode(),
@@ -441,12 +469,26 @@ class PoseEstimator:
 
     def _stride(self, hm_hw) -> tuple[float, float]:
         """(x, y) input pixels per heatmap pixel: the model's stride when the heatmap has
-        the matching size, else measured from the shapes (e.g. TorchScript models)."""
+        the matching size, else measured from the shapes (e.g. TorchScript or ONNX models)."""
         in_h, in_w = self.model.input_size
         s = self.model.heatmap_stride
-        if tuple(hm_hw) == (in_h // s, in_w // s):
+        if s and tuple(hm_hw) == (in_h // s, in_w // s):
             return float(s), float(s)
         return in_w / hm_hw[1], in_h / hm_hw[0]
+
+    def keypoints(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 ``[N, H, W, 3]`` RGB crops -> ``(coords float64 [N, K, 2]`` in crop-input
+        pixels (centres at integers), ``scores float32 [N, K]``, negatives clipped to 0)."""
+        if self.family != "heatmap":
+            coords, scores = self.model.keypoints(crops)
+            return np.asarray(coords, np.float64), np.asarray(scores, np.float32)
+        hm = self.heatmaps(crops)
+        coords, scores = decode_heatmaps(hm, self.decoder, **self.decoder_options)
+        sx, sy = self._stride(hm.shape[-2:])
+        xy = coords.cpu().numpy().astype(np.float64) * np.array([sx, sy])
+        # A heatmap peak below zero is no evidence at all: score 0, which the
+        # shard contract reads as "not seen".
+        return xy, np.clip(scores.cpu().numpy(), 0.0, None).astype(np.float32)
 
     def __call__(
         self, frames: np.ndarray | Sequence[np.ndarray], boxes: Sequence[np.ndarray]
@@ -458,8 +500,9 @@ class PoseEstimator:
             boxes: B float arrays ``[N_b, 4 or 5]`` (x1, y1, x2, y2[, score]) frame pixels.
 
         Returns:
-            B float32 arrays ``[N_b, K, 3]``: (x, y) frame pixels and the heatmap score
-            (the peak's height, negatives clipped to 0).
+            B float32 arrays ``[N_b, K, 3]``: (x, y) frame pixels and the joint's score
+            (heatmap models: the peak's height, negatives clipped to 0; see the model for
+            the others).
         """
         if len(frames) != len(boxes):
             raise ValueError(f"got {len(frames)} frames but {len(boxes)} box arrays")
@@ -479,13 +522,8 @@ class PoseEstimator:
         all_inv = np.concatenate(inv)
         out = []
         for s in range(0, total, self.batch_size):
-            hm = self.heatmaps(all_crops[s : s + self.batch_size])
-            coords, scores = decode_heatmaps(hm, self.decoder, **self.decoder_options)
-            stride = self._stride(hm.shape[-2:])
-            xy = heatmap_to_frame(coords.cpu().numpy(), all_inv[s : s + len(hm)], stride)
-            # A heatmap peak below zero is no evidence at all: score 0, which the
-            # shard contract reads as "not seen".
-            score = np.clip(scores.cpu().numpy(), 0.0, None)[..., None]
-            out.append(np.concatenate([xy, score], -1))
+            xy, score = self.keypoints(all_crops[s : s + self.batch_size])
+            xy = transform_points(xy, all_inv[s : s + len(xy)])
+            out.append(np.concatenate([xy, score[..., None]], -1))
         kps = np.concatenate(out).astype(np.float32)
         return np.split(kps, np.cumsum(counts)[:-1])

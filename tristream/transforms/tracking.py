@@ -7,7 +7,11 @@ For every frame of a video, in order:
 2. the box of each track seen at the previous frame is rebuilt around its
    propagated joints and enlarged by ``enlarge`` (15 %); these *flow boxes*
    are unified with the detector's boxes by NMS, detections taking precedence;
-3. poses are estimated on the unified boxes (when an estimator is given);
+3. poses are estimated on the unified boxes (when an estimator is given): all the
+   detections of a segment in one estimator call, and the flow boxes that can be
+   foreseen (those of tracks matched to a detection at the previous frame) in a second
+   one, so that the model sees large batches; only unforeseen flow boxes (a track the
+   detector has already missed once) are estimated frame by frame;
 4. the similarity between each track's propagated joints and each estimated
    pose is their OKS (COCO sigmas, area from the track's box);
 5. tracks seen within the last ``max_age`` frames are matched greedily, best
@@ -246,7 +250,11 @@ class FlowTracker:
     - ``min_pose_score``: a pose estimated in a flow box is kept only when its
       mean joint score reaches this (a flow box where the person has gone
       yields a low-score pose); flow boxes never start new tracks;
-    - ``batch_size``: frames per detector / estimator call.
+    - ``batch_size``: frames per detector call (the estimator gets every crop of a
+      segment at once and batches them itself);
+    - ``pose_ahead``: estimate the foreseeable flow boxes of a segment in one batch
+      (see :meth:`_poses_ahead`); False estimates every flow box at its own frame, as
+      the paper's loop does. Both give the same tracks.
 
     Call :meth:`process` once per segment, in order; consecutive segments
     overlap by one frame (DESIGN.md), whose result is reused, not recomputed.
@@ -267,6 +275,7 @@ class FlowTracker:
         detect_every: int = 1,
         min_pose_score: float = 0.2,
         batch_size: int = 16,
+        pose_ahead: bool = True,
     ) -> None:
         if max_persons < 0 or max_age < 0 or detect_every < 1 or batch_size < 1:
             raise ValueError(
@@ -283,7 +292,12 @@ class FlowTracker:
         self.detect_every = detect_every
         self.min_pose_score = min_pose_score
         self.batch_size = batch_size
+        self.pose_ahead = pose_ahead
         self._state = _State()
+        self._ahead: dict[int, dict[bytes, np.ndarray]] = {}
+        #: estimator calls so far (one per segment for the detections, one for the flow
+        #: boxes made ahead, plus one per frame whose flow boxes were not foreseen).
+        self.pose_calls = 0
 
     # ------------------------------------------------------------------ state
 
@@ -393,6 +407,11 @@ class FlowTracker:
             self._det_poses(frames, det_boxes, poses, first, num_frames) if pose_mode else None
         )
 
+        self._ahead = {}
+        if self.pose_ahead and pose_mode and self.estimator is not None and frames is not None \
+                and flow is not None:  # fmt: skip
+            self._ahead = self._poses_ahead(frames, flow, det_boxes, det_poses, first, num_frames,
+                                            frame_shape)  # fmt: skip
         rows: list[dict[int, tuple[np.ndarray, np.ndarray]]] = [dict() for _ in range(num_frames)]
         if first == 1:
             rows[0] = dict(s.last_rows)
@@ -470,10 +489,10 @@ class FlowTracker:
         todo = [t for t in todo if len(det_boxes[t]) > 0]
         if todo and frames is None:
             raise ValueError("frames are needed to run the pose estimator")
-        for b in range(0, len(todo), self.batch_size):
-            idx = todo[b : b + self.batch_size]
-            result = self.estimator(frames[idx], [det_boxes[t].astype(np.float32) for t in idx])
-            for t, p in zip(idx, result, strict=True):
+        if todo:  # every detection of the segment in one call: the estimator batches the crops
+            self.pose_calls += 1
+            result = self.estimator(frames[todo], [det_boxes[t].astype(np.float32) for t in todo])
+            for t, p in zip(todo, result, strict=True):
                 out[t] = _as_poses(p)
                 if len(out[t]) != len(det_boxes[t]):
                     raise ValueError(
@@ -491,16 +510,8 @@ class FlowTracker:
         s = self._state
         for tr in s.tracks:
             tr.age += 1
-            if flow is None:
-                continue
-            valid = tr.joints[:, 2] > 0
-            moved = propagate_points(tr.joints[:, :2], flow)
-            if pose_mode and valid.sum() >= 2:
-                shift = (moved[valid] - tr.joints[valid, :2]).mean(0)
-            else:
-                shift = median_flow_shift(tr.box, flow)
-            tr.joints[:, :2] = moved
-            tr.box[:4] += np.tile(shift, 2)
+            if flow is not None:
+                tr.joints, tr.box = _moved(tr.joints, tr.box, flow, pose_mode)
         s.tracks = [tr for tr in s.tracks if tr.age <= self.max_age]
 
     def _pose_candidates(
@@ -521,13 +532,9 @@ class FlowTracker:
         for tr in self._state.tracks:
             if tr.age != 1:  # only tracks seen at the previous frame give flow boxes
                 continue
-            jb = joints_box(tr.joints, self.enlarge)
-            box = tr.box[:4].copy() if jb is None else jb
-            if frame_shape is not None:
-                h, w = frame_shape
-                box = np.clip(box, 0, [w, h, w, h])
-            if box[2] - box[0] >= 1 and box[3] - box[1] >= 1:
-                flow_boxes.append(np.append(box, tr.box[4]))
+            box = _flow_box(tr.joints, tr.box, self.enlarge, frame_shape)
+            if box is not None:
+                flow_boxes.append(box)
         if not flow_boxes:
             return cands
         flow_boxes_arr = np.array(flow_boxes)
@@ -541,11 +548,77 @@ class FlowTracker:
         if not kept:
             return cands
         kept_arr = np.array(kept)
-        est = _as_poses(self.estimator(frames[t : t + 1], [kept_arr.astype(np.float32)])[0])
+        ahead = self._ahead.get(t, {})
+        est = [ahead.get(b.tobytes()) for b in kept_arr]
+        missing = [i for i, p in enumerate(est) if p is None]
+        if missing:  # a box the batch made ahead did not foresee: estimate it now
+            self.pose_calls += 1
+            got = _as_poses(
+                self.estimator(frames[t : t + 1], [kept_arr[missing].astype(np.float32)])[0]
+            )
+            if len(got) != len(missing):
+                raise ValueError(f"estimator returned {len(got)} poses for {len(missing)} boxes")
+            for i, p in zip(missing, got, strict=True):
+                est[i] = p
         for b, p in zip(kept_arr, est, strict=True):
             if p[:, 2].mean() >= self.min_pose_score:
                 cands.append(_Candidate(b, p, False))
         return cands
+
+    def _poses_ahead(
+        self,
+        frames: np.ndarray,
+        flow: np.ndarray,
+        det_boxes: list[np.ndarray | None],
+        det_poses: list[np.ndarray | None],
+        first: int,
+        num_frames: int,
+        frame_shape: tuple[int, int] | None,
+    ) -> dict[int, dict[bytes, np.ndarray]]:
+        """Poses of the flow boxes the segment will most likely need, in one batched call.
+
+        A flow box at frame t comes from a track seen at t - 1. Nearly every such track
+        was matched to a detection at t - 1 (or, at a segment's first frame, is a track
+        of the previous segment), so its joints at t - 1 are that detection's pose,
+        known before tracking starts: its flow box at t is computed here exactly as
+        :meth:`_pose_candidates` will (the same helpers, the same arithmetic), and kept
+        when no detection at t suppresses it. The result maps frame -> box bytes -> pose;
+        :meth:`_pose_candidates` takes a pose from here only for a bit-identical box, and
+        estimates any other box itself, so the tracks are exactly those of frame-by-frame
+        estimation.
+        """
+        wanted: dict[int, list[np.ndarray]] = {}
+        for t in range(max(first, 1), num_frames):
+            if t - 1 < first:  # the overlap frame: the previous segment's tracks there
+                sources = [(tr.joints, tr.box) for tr in self._state.tracks if tr.age == 0]
+            elif det_boxes[t - 1] is not None and det_poses[t - 1] is not None:
+                sources = list(zip(det_poses[t - 1], det_boxes[t - 1], strict=True))
+            else:
+                continue
+            dets = det_boxes[t]
+            for joints, box in sources:
+                j, b = _moved(np.array(joints, np.float64), np.array(box, np.float64),
+                              flow[t - 1], True)  # fmt: skip
+                fb = _flow_box(j, b, self.enlarge, frame_shape)
+                if fb is None:
+                    continue
+                if dets is not None and len(dets) and box_iou(fb[None], dets).max() > self.nms_iou:
+                    continue  # a detection at t suppresses it: never estimated
+                wanted.setdefault(t, []).append(fb)
+        if not wanted:
+            return {}
+        idx = sorted(wanted)
+        self.pose_calls += 1
+        result = self.estimator(frames[idx], [np.array(wanted[t]).astype(np.float32) for t in idx])
+        ahead: dict[int, dict[bytes, np.ndarray]] = {}
+        for t, poses in zip(idx, result, strict=True):
+            poses = _as_poses(poses)
+            if len(poses) != len(wanted[t]):
+                raise ValueError(
+                    f"estimator returned {len(poses)} poses for {len(wanted[t])} boxes"
+                )
+            ahead[t] = {b.tobytes(): p for b, p in zip(wanted[t], poses, strict=True)}
+        return ahead
 
     def _match_poses(self, cands: list[_Candidate]) -> None:
         s = self._state
@@ -610,6 +683,43 @@ class FlowTracker:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _moved(
+    joints: np.ndarray, box: np.ndarray, flow: np.ndarray, pose_mode: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """A track's joints ``[17, 3]`` and box ``[5]`` (float64) moved by one flow field.
+
+    Joints move by the flow at each joint. In pose mode the box moves by the mean motion
+    of the joints with score > 0 (when there are two or more), else by the median flow
+    inside it. Returns new arrays.
+    """
+    joints, box = joints.copy(), box.copy()
+    valid = joints[:, 2] > 0
+    moved = propagate_points(joints[:, :2], flow)
+    if pose_mode and valid.sum() >= 2:
+        shift = (moved[valid] - joints[valid, :2]).mean(0)
+    else:
+        shift = median_flow_shift(box, flow)
+    joints[:, :2] = moved
+    box[:4] += np.tile(shift, 2)
+    return joints, box
+
+
+def _flow_box(
+    joints: np.ndarray, box: np.ndarray, enlarge: float, frame_shape: tuple[int, int] | None
+) -> np.ndarray | None:
+    """The flow box of a track: its joints' box enlarged by ``enlarge`` (its own box when
+    fewer than two joints are seen), clipped to the frame, with the track's box score;
+    float64 ``[5]``, or None when under 1 px wide or high."""
+    jb = joints_box(joints, enlarge)
+    out = box[:4].copy() if jb is None else jb
+    if frame_shape is not None:
+        h, w = frame_shape
+        out = np.clip(out, 0, [w, h, w, h])
+    if out[2] - out[0] >= 1 and out[3] - out[1] >= 1:
+        return np.append(out, box[4])
+    return None
 
 
 def _greedy(sim: np.ndarray, ages: Sequence[int], threshold: float) -> list[tuple[int, int]]:
