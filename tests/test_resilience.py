@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -258,3 +259,112 @@ def test_dask_runner_writes_the_same_shards(small_manifest, reference, tmp_path)
         if name.endswith(".parquet"):
             a = pq.read_table(tmp_path / "shards" / name)
             assert a.num_rows == pq.read_table(ref / "shards" / name).num_rows > 0
+
+
+# --------------------------------------------------------------------------- a real Dask cluster
+
+
+def _tail(path: Path, n: int = 3000) -> str:
+    return path.read_text(errors="replace")[-n:] if path.exists() else ""
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """Terminate ``procs`` and every process they started; kill what does not end in 20 s."""
+    import psutil
+
+    family = []
+    for proc in procs:
+        try:
+            family += [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(True)]
+        except psutil.NoSuchProcess:
+            pass
+    for proc in reversed(procs):  # the workers first, then the scheduler
+        if proc.poll() is None:
+            proc.terminate()
+    _, alive = psutil.wait_procs(family, timeout=20)
+    for p in alive:
+        p.kill()
+    psutil.wait_procs(alive, timeout=10)
+    for proc in procs:
+        proc.wait(timeout=10)
+
+
+def test_dask_cluster_of_separate_processes_writes_the_same_shards(
+    small_manifest, reference, tmp_path
+):
+    """`dask scheduler` and two `dask worker` processes on localhost, `tristream run` as a
+    client in its own process: the shards are the local run's, and the videos were
+    processed in the worker processes."""
+    import distributed
+    import psutil
+
+    ref, _ = reference
+    dask = str(Path(sys.executable).with_name("dask"))
+    env = dict(os.environ)  # the same ffmpeg (PATH) and venv for every process
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    out = tmp_path / "out"
+    procs: list[subprocess.Popen] = []
+    family: list[psutil.Process] = []
+
+    def start(name: str, *args: str) -> None:
+        with open(logs / f"{name}.log", "wb") as log:
+            procs.append(subprocess.Popen(
+                [dask, *args], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
+            ))  # fmt: skip
+
+    def worker_logs() -> str:
+        return "".join(_tail(logs / f"{n}.log") for n in ("scheduler", "worker0", "worker1"))
+
+    try:
+        scheduler_file = tmp_path / "scheduler.json"  # holds the address once it listens
+        start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", "0",
+              "--no-dashboard", "--scheduler-file", str(scheduler_file))  # fmt: skip
+        deadline = time.monotonic() + 60
+        address = None
+        while address is None:
+            assert procs[0].poll() is None and time.monotonic() < deadline, worker_logs()
+            time.sleep(0.1)
+            with contextlib.suppress(OSError, ValueError):  # not there, or half-written
+                address = json.loads(scheduler_file.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        for i in range(2):
+            start(f"worker{i}", "worker", address, "--nworkers", "1", "--nthreads", "1",
+                  "--no-dashboard", "--name", f"w{i}")  # fmt: skip
+        with distributed.Client(address, timeout=30) as client:
+            client.wait_for_workers(2, timeout=60)
+            # Worker address -> the process that runs its tasks: one this test started
+            # (each `dask worker` runs its worker in a child process, under its nanny).
+            workers = {a: psutil.Process(pid) for a, pid in client.run(os.getpid).items()}
+            ours = {p.pid for p in procs[1:]}
+            for w in workers.values():
+                assert {w.pid, *(a.pid for a in w.parents())} & ours, w
+            family = [psutil.Process(p.pid) for p in procs]
+            family += [c for p in family for c in p.children(recursive=True)]
+            cpu_before = {a: sum(w.cpu_times()[:2]) for a, w in workers.items()}
+            with distributed.get_task_stream(client) as stream:
+                cmd = [*_cli(small_manifest, out), "--runner", "DaskRunner",
+                       "--dask_client_address", address]  # fmt: skip
+                done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, timeout=300)
+            assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:] + (
+                worker_logs()
+            )
+            cpu = {a: sum(w.cpu_times()[:2]) - cpu_before[a] for a, w in workers.items()}
+            # The ProcessVideo DoFn was unpickled in each worker process ...
+            loaded = client.run(lambda: "tristream.pipeline.videos" in sys.modules)
+            # ... and the long tasks, the ParDos fused after Create (one video each),
+            # ran on both workers, which spent seconds of CPU on them.
+            long = [(str(t["key"]), t["worker"]) for t in stream.data
+                    if sum(s["stop"] - s["start"] for s in t["startstops"]) > 1]  # fmt: skip
+    finally:
+        _stop(procs)
+
+    print(f"worker CPU seconds during the run: {cpu}; tasks over 1 s: {long}")
+    assert loaded == dict.fromkeys(workers, True)
+    assert {w for _, w in long} == set(workers), long
+    assert all("from_sequence-apply_dofn_to_bundle-" in key for key, _ in long), long
+    assert min(cpu.values()) > 3, cpu
+    assert _shard_bytes(out) == _shard_bytes(ref)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["totals"]["videos_written"] == 3
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family)
