@@ -38,6 +38,9 @@ import numpy as np
 from tristream.models.common import box_iou
 from tristream.shards.coco import NUM_JOINTS, OKS_SIGMAS
 
+#: Rounds of flow-box poses estimated ahead per segment (see ``FlowTracker._poses_ahead``).
+AHEAD_ROUNDS = 4
+
 Detector = Callable[[np.ndarray], Sequence[np.ndarray]]
 Estimator = Callable[[np.ndarray, Sequence[np.ndarray]], Sequence[np.ndarray]]
 
@@ -575,49 +578,66 @@ class FlowTracker:
         num_frames: int,
         frame_shape: tuple[int, int] | None,
     ) -> dict[int, dict[bytes, np.ndarray]]:
-        """Poses of the flow boxes the segment will most likely need, in one batched call.
+        """Poses of the flow boxes the segment will most likely need, in a few batched calls.
 
-        A flow box at frame t comes from a track seen at t - 1. Nearly every such track
-        was matched to a detection at t - 1 (or, at a segment's first frame, is a track
-        of the previous segment), so its joints at t - 1 are that detection's pose,
-        known before tracking starts: its flow box at t is computed here exactly as
-        :meth:`_pose_candidates` will (the same helpers, the same arithmetic), and kept
-        when no detection at t suppresses it. The result maps frame -> box bytes -> pose;
-        :meth:`_pose_candidates` takes a pose from here only for a bit-identical box, and
+        A flow box at frame t comes from a track seen at t - 1, whose joints there are the
+        pose it was matched to: a detection's (known before tracking starts), a flow box's,
+        or, at a segment's first frame, the previous segment's. Round 1 computes the flow
+        boxes of every detection (and of the previous segment's tracks) exactly as
+        :meth:`_pose_candidates` will (the same helpers, the same arithmetic), drops those
+        that a detection at t suppresses, and estimates them all in one call; each next
+        round does the same from the flow-box poses of the round before that pass
+        ``min_pose_score`` (tracks carried by flow between detector runs), up to
+        :data:`AHEAD_ROUNDS` rounds. The result maps frame -> box bytes -> pose;
+        :meth:`_pose_candidates` takes a pose from here only for a bit-identical box and
         estimates any other box itself, so the tracks are exactly those of frame-by-frame
         estimation.
         """
-        wanted: dict[int, list[np.ndarray]] = {}
-        for t in range(max(first, 1), num_frames):
-            if t - 1 < first:  # the overlap frame: the previous segment's tracks there
-                sources = [(tr.joints, tr.box) for tr in self._state.tracks if tr.age == 0]
-            elif det_boxes[t - 1] is not None and det_poses[t - 1] is not None:
-                sources = list(zip(det_poses[t - 1], det_boxes[t - 1], strict=True))
-            else:
-                continue
-            dets = det_boxes[t]
-            for joints, box in sources:
-                j, b = _moved(np.array(joints, np.float64), np.array(box, np.float64),
-                              flow[t - 1], True)  # fmt: skip
-                fb = _flow_box(j, b, self.enlarge, frame_shape)
-                if fb is None:
-                    continue
-                if dets is not None and len(dets) and box_iou(fb[None], dets).max() > self.nms_iou:
-                    continue  # a detection at t suppresses it: never estimated
-                wanted.setdefault(t, []).append(fb)
-        if not wanted:
-            return {}
-        idx = sorted(wanted)
-        self.pose_calls += 1
-        result = self.estimator(frames[idx], [np.array(wanted[t]).astype(np.float32) for t in idx])
+        sources: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        for t in range(first, num_frames):
+            if det_boxes[t] is not None and det_poses[t] is not None:
+                sources[t] = list(zip(det_poses[t], det_boxes[t], strict=True))
+        if first == 1:  # the overlap frame: the previous segment's tracks there
+            sources[0] = [(tr.joints, tr.box) for tr in self._state.tracks if tr.age == 0]
         ahead: dict[int, dict[bytes, np.ndarray]] = {}
-        for t, poses in zip(idx, result, strict=True):
-            poses = _as_poses(poses)
-            if len(poses) != len(wanted[t]):
-                raise ValueError(
-                    f"estimator returned {len(poses)} poses for {len(wanted[t])} boxes"
-                )
-            ahead[t] = {b.tobytes(): p for b, p in zip(wanted[t], poses, strict=True)}
+        for _ in range(AHEAD_ROUNDS):
+            wanted: dict[int, list[np.ndarray]] = {}
+            for src_t, pairs in sources.items():
+                t = src_t + 1
+                if t >= num_frames or t < max(first, 1):
+                    continue
+                dets = det_boxes[t]
+                for joints, box in pairs:
+                    j, b = _moved(np.array(joints, np.float64), np.array(box, np.float64),
+                                  flow[t - 1], True)  # fmt: skip
+                    fb = _flow_box(j, b, self.enlarge, frame_shape)
+                    if fb is None or fb.tobytes() in ahead.get(t, {}):
+                        continue
+                    if (
+                        dets is not None
+                        and len(dets)
+                        and box_iou(fb[None], dets).max() > self.nms_iou
+                    ):
+                        continue  # a detection at t suppresses it: never estimated
+                    wanted.setdefault(t, []).append(fb)
+            if not wanted:
+                break
+            idx = sorted(wanted)
+            self.pose_calls += 1
+            result = self.estimator(
+                frames[idx], [np.array(wanted[t]).astype(np.float32) for t in idx]
+            )
+            sources = {}
+            for t, poses in zip(idx, result, strict=True):
+                poses = _as_poses(poses)
+                if len(poses) != len(wanted[t]):
+                    raise ValueError(
+                        f"estimator returned {len(poses)} poses for {len(wanted[t])} boxes"
+                    )
+                for fb, pose in zip(wanted[t], poses, strict=True):
+                    ahead.setdefault(t, {})[fb.tobytes()] = pose
+                    if pose[:, 2].mean() >= self.min_pose_score:
+                        sources.setdefault(t, []).append((pose, fb))
         return ahead
 
     def _match_poses(self, cands: list[_Candidate]) -> None:
