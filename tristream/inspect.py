@@ -19,12 +19,13 @@ from typing import Any
 
 import cv2
 import numpy as np
-import pyarrow.parquet as pq
 
+from tristream.shards import storage
 from tristream.shards.files import (
     ShardRowReader,
     index_shard,
     iter_raw_rows,
+    open_parquet,
     shard_files,
     shard_format,
 )
@@ -341,7 +342,7 @@ def modality_bytes(out_dir: str | os.PathLike) -> tuple[dict[str, int], str]:
     sizes: dict[str, int] = defaultdict(int)
     if files and shard_format(files[0]) == "parquet":
         for file in files:
-            md = pq.ParquetFile(file).metadata
+            md = open_parquet(file).metadata
             columns = 0
             for g in range(md.num_row_groups):
                 group = md.row_group(g)
@@ -350,7 +351,7 @@ def modality_bytes(out_dir: str | os.PathLike) -> tuple[dict[str, int], str]:
                     modality = _modality(chunk.path_in_schema.split(".")[0])
                     sizes[modality] += chunk.total_compressed_size
                     columns += chunk.total_compressed_size
-            sizes["footer"] += max(os.path.getsize(file) - columns, 0)
+            sizes["footer"] += max(storage.getsize(file) - columns, 0)
         return dict(sizes), "parquet columns"
     for file in files:
         for row in iter_raw_rows(file):
@@ -402,14 +403,17 @@ def summary(out_dir: str | os.PathLike, max_videos: int = 20) -> str:
     stored ones with the one-frame overlaps), bytes per modality, per shard
     file and per video (the first ``max_videos``), then one line per failed
     video from ``failures.jsonl``. Raises FileNotFoundError when ``out_dir``
-    has neither a manifest nor shards.
+    has neither a manifest nor shards. ``out_dir`` may be an ``s3://`` or
+    ``gs://`` URI (:mod:`tristream.shards.storage`).
     """
     out_dir = os.fspath(out_dir)
+    storage.check_bucket(out_dir)
     manifest = None
-    if os.path.isdir(out_dir) and os.path.isfile(os.path.join(out_dir, "manifest.json")):
-        with open(os.path.join(out_dir, "manifest.json"), encoding="utf-8") as f:
-            manifest = json.load(f)
-    files = shard_files(out_dir) if os.path.exists(out_dir) else []
+    manifest_path = storage.join(out_dir, "manifest.json")
+    is_dir = storage.isdir(out_dir)
+    if is_dir and storage.isfile(manifest_path):
+        manifest = json.loads(storage.read_text(manifest_path))
+    files = shard_files(out_dir) if storage.exists(out_dir) else []
     if manifest is None and not files:
         raise FileNotFoundError(f"no manifest.json and no shards in {out_dir}")
     lines = []
@@ -432,7 +436,7 @@ def summary(out_dir: str | os.PathLike, max_videos: int = 20) -> str:
     distinct = {v: max(s + n for s, n in segs) - min(s for s, _ in segs)
                 for v, segs in per_video.items()}  # fmt: skip
     stored = sum(n for _, _, n in index)
-    on_disk = sum(os.path.getsize(f) for f in files)
+    on_disk = sum(storage.getsize(f) for f in files)
     kind = shard_format(files[0]) if files else "tfrecord"
     lines.append(
         f"shards ({kind}): {len(files)} files, {len(per_video)} videos, {len(index)} rows, "
@@ -445,19 +449,19 @@ def summary(out_dir: str | os.PathLike, max_videos: int = 20) -> str:
         parts = [f"{m} {_mb(sizes[m])} ({100 * sizes[m] / total:.0f}%)" for m in order]
         lines.append(f"bytes per modality ({how}): " + ", ".join(parts))
         every = files
-        if os.path.isdir(out_dir):  # both formats of a --format both run
+        if is_dir:  # both formats of a --format both run
             every = shard_files(out_dir, "parquet") + shard_files(out_dir, "tfrecord")
         for file in every:
-            lines.append(f"  {os.path.relpath(file, out_dir) if os.path.isdir(out_dir) else file}: "
-                         f"{_mb(os.path.getsize(file))}")  # fmt: skip
+            lines.append(f"  {storage.relative(file, out_dir) if is_dir else file}: "
+                         f"{_mb(storage.getsize(file))}")  # fmt: skip
     for vid in sorted(per_video)[:max_videos]:
         lines.append(f"  video {vid}: {len(per_video[vid])} rows, {distinct[vid]} frames")
     if len(per_video) > max_videos:
         lines.append(f"  ... and {len(per_video) - max_videos} more videos")
-    failures_path = os.path.join(out_dir, "failures.jsonl")
-    if os.path.isfile(failures_path):
-        with open(failures_path, encoding="utf-8") as f:
-            failures = [json.loads(line) for line in f if line.strip()]
+    failures_path = storage.join(out_dir, "failures.jsonl")
+    if storage.isfile(failures_path):
+        text = storage.read_text(failures_path)
+        failures = [json.loads(line) for line in text.split("\n") if line.strip()]
         lines.append(f"failures: {len(failures)}")
         for fail in failures:
             lines.append(f"  FAILED {fail['video_id']} at {fail['stage']}: {fail['error']}")

@@ -1,12 +1,21 @@
-"""Files that appear complete or not at all: write to a temporary name, then rename."""
+"""Files that appear complete or not at all.
+
+A local file is written to a temporary name beside it, then renamed. An
+object-store URI (``s3://``, ``gs://``: no rename there) is written to a local
+temporary file, which is uploaded as the final object in one go once complete
+(:func:`tristream.shards.storage.upload`), then removed.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from typing import Any
+
+from tristream.shards import storage
 
 
 @contextlib.contextmanager
@@ -15,8 +24,19 @@ def atomic_path(path: str) -> Iterator[str]:
 
     On an exception the temporary file is removed and ``path`` is untouched.
     The temporary name starts with ``.`` and ends with ``.tmp`` so that globs
-    for shards never see it.
+    for shards never see it. For an object-store URI the temporary file is
+    local (in :func:`tempfile.gettempdir`) and is uploaded to ``path`` on success;
+    it is removed in every case.
     """
+    if storage.is_uri(path):
+        fd, tmp = tempfile.mkstemp(prefix=".tristream-", suffix=".tmp")
+        os.close(fd)
+        try:
+            yield tmp
+            storage.upload(tmp, path)
+        finally:
+            os.remove(tmp)
+        return
     folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp")

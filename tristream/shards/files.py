@@ -7,7 +7,8 @@ lists, streams or randomly reads shard files goes through this module, so no
 other module tests a suffix.
 
 Rows here are *raw* rows (column -> Python value); decode them with
-:class:`tristream.shards.row.RowView`.
+:class:`tristream.shards.row.RowView`. Paths are local paths or ``s3://`` /
+``gs://`` URIs (:mod:`tristream.shards.storage`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tristream.shards import storage
 from tristream.shards.atomic import AtomicRowWriter
 from tristream.shards.parquet import ParquetShardWriter
 from tristream.shards.schema import COLUMNS_BY_NAME, modalities_of
@@ -68,9 +70,12 @@ def shard_files(path: str | os.PathLike, fmt: str | None = None) -> list[str]:
     searched) or a folder of shards. ``fmt`` (``parquet`` or ``tfrecord``)
     restricts the suffix; when None and a directory holds both formats (a
     ``--format both`` run), the Parquet files are returned, so each row is
-    read once. Temporary files (``.name.tmp``) never match.
+    read once. Temporary files (``.name.tmp``) never match. An object-store
+    URI is listed the same way (a prefix holding objects is its folder).
     """
     path = os.fspath(path)
+    if storage.is_uri(path):
+        return _stored_shard_files(path, fmt)
     if os.path.isfile(path):
         shard_format(path)  # raises for a file that is not a shard
         return [path]
@@ -84,6 +89,30 @@ def shard_files(path: str | os.PathLike, fmt: str | None = None) -> list[str]:
         if files:
             return files
     return []
+
+
+def _stored_shard_files(uri: str, fmt: str | None) -> list[str]:
+    """:func:`shard_files` for an object-store URI."""
+    storage.check_bucket(uri)
+    if storage.isfile(uri):
+        shard_format(uri)
+        return [uri]
+    if not storage.isdir(uri):
+        raise FileNotFoundError(f"no shard file or directory at {uri}")
+    nested = storage.join(uri, "shards")
+    folder = nested if storage.isdir(nested) else uri
+    names = [n for n in storage.list_dir(folder) if not n.startswith(".")]
+    for f in (fmt,) if fmt else SHARD_FORMATS:
+        files = [storage.join(folder, n) for n in names if n.endswith(shard_suffix(f))]
+        if files:
+            return files
+    return []
+
+
+def open_parquet(path: str) -> pq.ParquetFile:
+    """A :class:`pyarrow.parquet.ParquetFile` on a local path or an object-store URI."""
+    fs, inner = storage.resolve(path)
+    return pq.ParquetFile(inner, filesystem=fs)
 
 
 # --------------------------------------------------------------------------- writing
@@ -147,7 +176,7 @@ def iter_raw_rows(
     path = os.fspath(file)
     columns = _check_columns(columns)
     if shard_format(path) == "parquet":
-        pf = pq.ParquetFile(path)
+        pf = open_parquet(path)
         read = _parquet_columns(pf, columns)
         for group in range(pf.num_row_groups):
             yield from pf.read_row_group(group, columns=read).to_pylist()
@@ -197,7 +226,7 @@ def index_shard(path: str | os.PathLike, columns: Sequence[str] = ()) -> ShardIn
     columns = _check_columns(list(columns)) or []
     empty = np.zeros(0, np.int64)
     if shard_format(path) == "parquet":
-        pf = pq.ParquetFile(path)
+        pf = open_parquet(path)
         md = pf.metadata
         groups = [np.full(md.row_group(g).num_rows, g, np.int64) for g in range(md.num_row_groups)]
         positions = [np.arange(len(g), dtype=np.int64) for g in groups]
@@ -216,7 +245,7 @@ def index_shard(path: str | os.PathLike, columns: Sequence[str] = ()) -> ShardIn
     modalities: tuple[str, ...] = ()
     values = {c: [] for c in columns}
     if offsets:
-        with open(path, "rb") as f:
+        with storage.open_input(path) as f:
             first = example_to_row(read_record_at(f, offsets[0]))
             modalities = modalities_of(list(first))
             if columns:
@@ -264,14 +293,14 @@ class ShardRowReader:
             if self._group_key != (file, group):
                 pf = self._handles.get(file)
                 if pf is None:
-                    pf = self._handles[file] = pq.ParquetFile(info.path)
+                    pf = self._handles[file] = open_parquet(info.path)
                 self._group = pf.read_row_group(group, columns=_parquet_columns(pf, columns))
                 self._group_key = (file, group)
             row = self._group.slice(pos, 1).to_pylist()[0]
         else:
             f = self._handles.get(file)
             if f is None:
-                f = self._handles[file] = open(info.path, "rb")  # closed in close()
+                f = self._handles[file] = storage.open_input(info.path)  # closed in close()
             data = read_record_at(f, pos)
             if data is None:
                 raise ValueError(f"{info.path}: no record at byte {pos}")

@@ -9,7 +9,6 @@ TensorFlow, the ``tfrecord`` package or any other TFRecord reader opens them.
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
@@ -18,6 +17,7 @@ import google_crc32c
 import pyarrow as pa
 
 from tristream.shards import example_proto as example_pb2
+from tristream.shards import storage
 from tristream.shards.atomic import AtomicRowWriter
 from tristream.shards.schema import COLUMNS, COLUMNS_BY_NAME, Column
 
@@ -50,26 +50,30 @@ def read_record_at(f: BinaryIO, offset: int | None = None, check_crc: bool = Tru
     head = f.read(12)
     if not head:
         return None
+    name = getattr(f, "name", None) or getattr(f, "path", None) or "TFRecord file"
     if len(head) < 12:
-        raise ValueError(f"{f.name}: truncated record header at byte {pos}")
+        raise ValueError(f"{name}: truncated record header at byte {pos}")
     length_bytes, length_crc = head[:8], struct.unpack("<I", head[8:])[0]
     if check_crc and _masked_crc(length_bytes) != length_crc:
-        raise ValueError(f"{f.name}: corrupt record length at byte {pos}")
+        raise ValueError(f"{name}: corrupt record length at byte {pos}")
     (length,) = struct.unpack("<Q", length_bytes)
     data = f.read(length)
     tail = f.read(4)
     if len(data) < length or len(tail) < 4:
-        raise ValueError(f"{f.name}: truncated record at byte {pos}")
+        raise ValueError(f"{name}: truncated record at byte {pos}")
     if check_crc and _masked_crc(data) != struct.unpack("<I", tail)[0]:
-        raise ValueError(f"{f.name}: corrupt record data at byte {pos}")
+        raise ValueError(f"{name}: corrupt record data at byte {pos}")
     return data
 
 
 def record_offsets(path: str) -> list[int]:
-    """Byte offsets of every record of a TFRecord file (reads and checks the headers only)."""
+    """Byte offsets of every record of a TFRecord file (reads and checks the headers only).
+
+    ``path``: a local path or an object-store URI (:mod:`tristream.shards.storage`).
+    """
     offsets: list[int] = []
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
+    size = storage.getsize(path)
+    with storage.open_input(path) as f:
         pos = 0
         while pos < size:
             head = f.read(12)
@@ -87,8 +91,9 @@ def record_offsets(path: str) -> list[int]:
 
 
 def iter_records(path: str, check_crc: bool = True) -> Iterator[bytes]:
-    """Yield the payload of each record of a TFRecord file; raise ValueError on corruption."""
-    with open(path, "rb") as f:
+    """Yield the payload of each record of a TFRecord file (a local path or a URI);
+    raise ValueError on corruption."""
+    with storage.open_input(path, seekable=False) as f:
         while (data := read_record_at(f, check_crc=check_crc)) is not None:
             yield data
 
