@@ -11,6 +11,7 @@ import stat
 from dataclasses import dataclass, field
 
 from tristream import __version__
+from tristream.shards import storage
 from tristream.shards.codec import FLOW_ENCODINGS, JPEG_QUALITY
 from tristream.shards.schema import SCHEMA_VERSION
 from tristream.transforms.flow import BACKENDS, tvl1_params
@@ -26,14 +27,22 @@ def flow_choices() -> tuple[str, ...]:
 
 
 def content_hash(path: str) -> str | None:
-    """SHA-256 (hex) of a regular file's bytes; None for anything else (URL, pipe, device)."""
-    try:
-        if "://" in path or not stat.S_ISREG(os.stat(path).st_mode):
+    """SHA-256 (hex) of a regular file's bytes, or of an ``s3://`` / ``gs://`` object's
+    (streamed); None for anything else (another URL, a pipe, a device, a missing file)."""
+    if storage.is_store_uri(path):
+        try:
+            opened = storage.open_input(path, seekable=False)
+        except FileNotFoundError:
             return None
-    except OSError:
-        return None
+    else:
+        try:
+            if "://" in path or not stat.S_ISREG(os.stat(path).st_mode):
+                return None
+        except OSError:
+            return None
+        opened = open(path, "rb")
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with opened as f:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
@@ -123,7 +132,9 @@ class RunConfig:
             raise ValueError("--max-persons must be at least 1")
         for name in ("detector", "pose_model", "skeletons"):
             path = getattr(self, name)
-            if path and not os.path.isfile(path):
+            # --skeletons may be an object-store URI (tristream.shards.storage).
+            remote = name == "skeletons" and path and storage.is_store_uri(path)
+            if path and not (storage.isfile(path) if remote else os.path.isfile(path)):
                 raise FileNotFoundError(f"--{name.replace('_', '-')} {path}: no such file")
 
     @property

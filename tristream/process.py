@@ -14,6 +14,7 @@ stage and the segment, so the caller can account for every video.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -177,6 +178,7 @@ def process_video(
     models: Models,
     stats: Stats | None = None,
     on_frames: Callable[[int], None] | None = None,
+    local_source: Callable[[str], contextlib.AbstractContextManager[str]] | None = None,
 ) -> Iterator[SegmentRow]:
     """Process one video, segment by segment, and yield its encoded shard rows.
 
@@ -186,6 +188,10 @@ def process_video(
     work goes; ``on_frames(n)`` is called as ``n`` new frames are decoded (frame by
     frame, as ffmpeg delivers them).
     ``config.timeout`` seconds (0: none) bound the probe and decode together.
+    ``local_source(task.source)``, when given, is a context manager that gives
+    the local path to decode, held open around probe and decode (the pipeline
+    stages an object-store video to a temporary file that way); a failure there
+    is the ``probe`` stage's.
 
     Raises :class:`VideoFailed` (stage, segment, readable error) for any
     failure, before the last row is yielded whenever the failure is known by
@@ -193,21 +199,24 @@ def process_video(
     ``is_last`` has a complete video.
     """
     stats = stats if stats is not None else Stats()
-    deadline = time.monotonic() + config.timeout if config.timeout else None
+    deadline = None
 
     def remaining() -> float | None:
         return None if deadline is None else max(0.1, deadline - time.monotonic())
 
     stage, index = "probe", None
     tracker = segments = None
+    source, staging = task.source, contextlib.ExitStack()
     try:
         t0 = time.perf_counter()
-        info = probe(task.source, timeout=remaining())
+        source = staging.enter_context(local_source(task.source)) if local_source else task.source
+        deadline = time.monotonic() + config.timeout if config.timeout else None
+        info = probe(source, timeout=remaining())
         stats.add_time("probe", time.perf_counter() - t0)
         fps = float(config.fps if config.fps > 0 else info.fps)
         stage = "decode"
         segments = decode_segments(
-            task.source, fps=config.fps, short_side=config.short_side,
+            source, fps=config.fps, short_side=config.short_side,
             max_frames=config.max_frames, start=task.start, end=task.end,
             timeout=remaining(), min_frames=2,  # flow needs a pair: one frame is a failure
             info=info, on_frame=None if on_frames is None else lambda: on_frames(1),
@@ -268,10 +277,12 @@ def process_video(
     except VideoFailed:
         raise
     except Exception as exc:  # noqa: BLE001 - every failure becomes one VideoFailed
-        raise VideoFailed(stage, error_text(exc), index) from exc
+        error = error_text(exc).replace(source, task.source)  # a staged copy's name: the source
+        raise VideoFailed(stage, error, index) from exc
     finally:
         if segments is not None:
             segments.close()  # stops ffmpeg when the caller stops early
+        staging.close()  # removes a staged copy
 
 
 def _flow(frames: np.ndarray, config: RunConfig, models: Models, stats: Stats) -> np.ndarray:

@@ -2,19 +2,22 @@
 
 Everything here runs once, at pipeline construction: the list of videos, their
 ids, labels, splits and shard assignment are fixed before any worker starts,
-which makes the output independent of scheduling. No Beam here.
+which makes the output independent of scheduling. Paths may be ``s3://`` or
+``gs://`` URIs, read through :mod:`tristream.pipeline.storage` (Beam's FileSystems).
 """
 
 from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
+from tristream.pipeline import storage
 from tristream.process import VideoTask
 
 #: File name suffixes (matched case-insensitively) that make a file a video when a
@@ -57,22 +60,46 @@ class InputFailure:
     error: str
 
 
-def _glob_root(pattern: str) -> str:
-    parts = pattern.split(os.sep)
+def _glob_root(pattern: str, sep: str = os.sep) -> str:
+    parts = pattern.split(sep)
     fixed = []
     for part in parts:
         if glob.has_magic(part):
             break
         fixed.append(part)
-    return os.sep.join(fixed) or "."
+    return sep.join(fixed) or "."
 
 
 def _id_from_path(path: str, root: str) -> str:
     """The path relative to ``root`` without suffix; the file name alone when outside it."""
-    rel = os.path.relpath(path, root) if "://" not in path else os.path.basename(path)
+    if storage.has_scheme(path):
+        prefix = root.rstrip("/") + "/"
+        rel = path[len(prefix) :] if path.startswith(prefix) else path.rsplit("/", 1)[-1]
+        return os.path.splitext(rel)[0]
+    rel = os.path.relpath(path, root)
     if rel.startswith(".."):
         rel = os.path.basename(path)
     return os.path.splitext(rel)[0].replace(os.sep, "/")
+
+
+def _is_video_name(name: str) -> bool:
+    return name.lower().endswith(VIDEO_SUFFIXES) and not name.startswith(".")
+
+
+def _list_stored_videos(uri: str) -> list[tuple[str, str]]:
+    """:func:`list_videos` for an object-store URI: a glob, one object, or a prefix (folder)."""
+    if glob.has_magic(uri.split("://", 1)[1]):
+        root = _glob_root(uri, "/")
+        paths = [p for p, _ in storage.match(uri)]
+    elif storage.exists(uri):
+        root, paths = uri.rsplit("/", 1)[0], [uri]
+    else:
+        root = uri.rstrip("/")
+        found = storage.match(root + "/**")
+        paths = [p for p, _ in found if _is_video_name(p.rsplit("/", 1)[-1])]
+        if not paths:
+            raise FileNotFoundError(f"--input {uri!r}: no videos under this prefix")
+    return sorted((_id_from_path(p, root), p) for p in paths)
 
 
 def list_videos(input_path: str) -> list[tuple[str, str]]:
@@ -81,8 +108,11 @@ def list_videos(input_path: str) -> list[tuple[str, str]]:
     A folder is walked for files named with one of :data:`VIDEO_SUFFIXES`
     (hidden files skipped); a glob takes every file it matches, whatever its
     suffix. The id is the path relative to the folder (or the glob's fixed
-    prefix), without suffix, with ``/`` separators. Sorted by id.
+    prefix), without suffix, with ``/`` separators. Sorted by id. An ``s3://``
+    or ``gs://`` URI is a prefix of objects (the folder), one object or a glob.
     """
+    if storage.is_uri(input_path):
+        return _list_stored_videos(input_path)
     if os.path.isdir(input_path):
         root = input_path
         paths = [
@@ -109,20 +139,34 @@ def _float_or_none(value) -> float | None:
 
 
 def _read_manifest_rows(path: str) -> list[dict]:
-    if not os.path.isfile(path):
-        raise ManifestError(f"manifest not found: {path}")
+    """The rows of a JSONL manifest (by suffix) or a CSV one, local or on an object store."""
+    if storage.is_uri(path):
+        if not storage.exists(path):
+            raise ManifestError(f"manifest not found: {path}")
+        text = storage.read_text(path)
+    else:
+        if not os.path.isfile(path):
+            raise ManifestError(f"manifest not found: {path}")
+        with open(path, encoding="utf-8", newline="") as f:
+            text = f.read()
+    stream = io.StringIO(text, newline="")
     if path.lower().endswith((".jsonl", ".json", ".ndjson")):
         rows = []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise ManifestError(f"{path}:{n}: not JSON ({exc})") from exc
+        for n, line in enumerate(stream, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ManifestError(f"{path}:{n}: not JSON ({exc})") from exc
         return rows
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
+    return list(csv.DictReader(stream))
+
+
+def _folder_of(manifest: str) -> str:
+    """The folder that holds ``manifest`` (relative manifest paths start there)."""
+    if storage.is_uri(manifest):
+        return manifest.rsplit("/", 1)[0]
+    return os.path.dirname(os.path.abspath(manifest))
 
 
 def _kinetics_task(row: dict, template: str, root: str, default_split: str) -> dict:
@@ -135,7 +179,7 @@ def _kinetics_task(row: dict, template: str, root: str, default_split: str) -> d
     trimmed = "{time_start" in template
     return {
         "id": os.path.splitext(filename)[0],
-        "path": os.path.join(root, filename),
+        "path": storage.join(root, filename),
         "label": row.get("label"),
         "split": row.get("split") or default_split,
         "start": None if trimmed else values["time_start"],
@@ -168,7 +212,7 @@ def list_tasks(
             raise ValueError("give an input folder/glob or a manifest")
         raw = [{"id": vid, "path": p, "split": default_split} for vid, p in list_videos(input_path)]
     else:
-        root = input_path if input_path else os.path.dirname(os.path.abspath(manifest))
+        root = input_path if input_path else _folder_of(manifest)
         rows = _read_manifest_rows(manifest)
         for n, row in enumerate(rows, 1):
             if "youtube_id" in row and "path" not in row:
@@ -179,7 +223,8 @@ def list_tasks(
             if not row.get("path"):
                 raise ManifestError(f"{manifest}: row {n} has no 'path'")
             path = str(row["path"])
-            full = path if os.path.isabs(path) or "://" in path else os.path.join(root, path)
+            absolute = os.path.isabs(path) or storage.has_scheme(path)
+            full = path if absolute else storage.join(root, path)
             vid = row.get("id") or _id_from_path(full, root)
             raw.append(
                 {**row, "id": str(vid), "path": full, "split": row.get("split") or default_split}

@@ -27,11 +27,12 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from tristream.config import RunConfig
-from tristream.pipeline import progress
+from tristream.pipeline import progress, storage
 from tristream.pipeline.inputs import list_tasks
 from tristream.pipeline.sinks import WriteShard, finalize, shard_key
 from tristream.pipeline.videos import Failure, ProcessVideo, VideoOutcome, worker_threads
 from tristream.process import check_models
+from tristream.shards import storage as shard_storage
 from tristream.shards.atomic import write_text_atomic
 
 LOG = logging.getLogger(__name__)
@@ -116,7 +117,22 @@ def build(p: beam.Pipeline, config: RunConfig, tasks, pre_failures) -> None:
 
 
 def check_writable(output: str) -> None:
-    """Create ``output`` and write and remove a small file in it; :class:`RunError` if not."""
+    """Create ``output`` and write and remove a small file in it; :class:`RunError` if not.
+
+    For an object-store URI: the bucket must exist and the store answer
+    (:func:`~tristream.pipeline.storage.check_location`), then one small object
+    is written and removed.
+    """
+    if storage.is_uri(output):
+        check = storage.join(output, ".tristream-write-check")
+        try:
+            storage.check_location(output, "--output")
+            write_text_atomic(check, "ok\n")
+            shard_storage.remove(check)
+        except (OSError, RuntimeError) as exc:
+            raise RunError(str(exc) if isinstance(exc, storage.StorageError) else
+                           f"output {output} is not writable: {exc}") from exc  # fmt: skip
+        return
     try:
         os.makedirs(output, exist_ok=True)
         write_text_atomic(os.path.join(output, ".tristream-write-check"), "ok\n")
@@ -184,7 +200,13 @@ class _WithoutTracebacks(io.TextIOBase):
 
 
 def _clean_partial_files(output: str) -> None:
-    """Remove temporary shard files a killed run left behind (they never became shards)."""
+    """Remove temporary shard files a killed run left behind (they never became shards).
+
+    Nothing to do on an object store: temporary files are local there, and a
+    killed upload never becomes an object.
+    """
+    if storage.is_uri(output):
+        return
     folder = os.path.join(output, "shards")
     if os.path.isdir(folder):
         for name in os.listdir(folder):
@@ -216,7 +238,18 @@ def _run_pipeline(pipeline: beam.Pipeline, videos: int, progress_enabled: bool |
 
 
 def run(config: RunConfig, beam_args: list[str] | None = None) -> RunResult:
-    """Run the whole pipeline and return what it wrote (reads back ``manifest.json``)."""
+    """Run the whole pipeline and return what it wrote (reads back ``manifest.json``).
+
+    ``config.input``, ``.manifest`` and ``.output`` may be ``s3://`` / ``gs://`` URIs
+    (:mod:`tristream.pipeline.storage`): their buckets are checked first, and a
+    missing bucket or an unreachable store is one :class:`RunError` line.
+    """
+    storage.configure(PipelineOptions(list(beam_args or [])))
+    try:
+        storage.check_location(config.input, "--input")
+        storage.check_location(config.manifest, "--manifest")
+    except storage.StorageError as exc:
+        raise RunError(str(exc)) from None
     tasks, rejected = list_tasks(
         config.input, config.manifest, config.path_template, config.split, config.num_shards
     )
@@ -243,11 +276,10 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> RunResult:
             counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + c.committed
     except Exception:  # noqa: BLE001 - some runners report no metrics
         LOG.debug("runner reported no metrics", exc_info=True)
-    manifest_path = os.path.join(config.output, "manifest.json")
-    with open(manifest_path, encoding="utf-8") as f:
-        manifest = json.load(f)
+    manifest_path = storage.join(config.output, "manifest.json")
+    manifest = json.loads(shard_storage.read_text(manifest_path))
     manifest["metrics"] = dict(sorted(counters.items()))
     write_text_atomic(manifest_path, json.dumps(manifest, indent=2) + "\n")
-    with open(os.path.join(config.output, "failures.jsonl"), encoding="utf-8") as f:
-        failures = [json.loads(line) for line in f if line.strip()]
+    text = shard_storage.read_text(storage.join(config.output, "failures.jsonl"))
+    failures = [json.loads(line) for line in text.split("\n") if line.strip()]
     return RunResult(manifest, failures, counters)

@@ -2,8 +2,9 @@
 
 Beam's own file sinks are not used: our shard writer streams rows from the
 cache into one file per (split, shard), written to a temporary name and
-renamed, so a shard appears complete or not at all, its rows are sorted by
-(video id, segment) whatever the number of workers, and memory holds one row.
+renamed (on an object store: uploaded as one object once complete), so a shard
+appears complete or not at all, its rows are sorted by (video id, segment)
+whatever the number of workers, and memory holds one row.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tristream import __version__
 from tristream.config import RunConfig
 from tristream.pipeline.videos import Failure, VideoOutcome
 from tristream.process import VideoTask
+from tristream.shards import storage
 from tristream.shards.atomic import write_text_atomic
 from tristream.shards.files import SHARD_SUFFIXES, iter_raw_rows, open_shard_writer, shard_suffix
 from tristream.shards.schema import SCHEMA_VERSION, arrow_schema
@@ -51,7 +53,7 @@ class WriteShard(beam.DoFn):
 
     def setup(self) -> None:
         self.schema = arrow_schema(self.config.modalities)
-        self.folder = os.path.join(self.config.output, "shards")
+        self.folder = storage.join(self.config.output, "shards")
 
     def process(self, element):
         (split, shard, num_shards), videos = element
@@ -76,7 +78,7 @@ def shard_rows(videos: list[VideoOutcome]) -> Iterator[dict]:
 
 def write_shard(config, schema, folder, split, shard, num_shards, rows, videos) -> dict:
     """Write one shard in every configured format in a single pass over ``rows``."""
-    paths = [os.path.join(folder, shard_name(split, shard, num_shards, f)) for f in config.formats]
+    paths = [storage.join(folder, shard_name(split, shard, num_shards, f)) for f in config.formats]
     stored_frames = count = 0
     with contextlib.ExitStack() as stack:
         writers = [stack.enter_context(open_shard_writer(p, schema)) for p in paths]
@@ -86,7 +88,7 @@ def write_shard(config, schema, folder, split, shard, num_shards, rows, videos) 
             stored_frames += row["num_frames"]
             count += 1
     files = [
-        {"path": os.path.relpath(p, config.output), "bytes": os.path.getsize(p)} for p in paths
+        {"path": storage.relative(p, config.output), "bytes": storage.getsize(p)} for p in paths
     ]
     return {
         "split": split,
@@ -151,8 +153,8 @@ def finalize(
     _, grouped = element
     shards, failures = list(grouped["shards"]), list(grouped["failures"])
     schema = arrow_schema(config.modalities)
-    folder = os.path.join(config.output, "shards")
-    os.makedirs(folder, exist_ok=True)
+    folder = storage.join(config.output, "shards")
+    storage.makedirs(folder)
     have = {(s["split"], s["shard"]) for s in shards}
     expected = {(t.split, t.shard, t.num_shards) for t in tasks}
     for split, shard, num_shards in sorted(expected):
@@ -163,16 +165,16 @@ def finalize(
     # Shard files of an earlier run into the same folder (another shard count or
     # format) would be read as part of this one: remove them.
     current = {os.path.basename(f["path"]) for s in shards for f in s["files"]}
-    for name in sorted(os.listdir(folder)):
+    for name in storage.list_dir(folder):
         if name.endswith(tuple(SHARD_SUFFIXES.values())) and name not in current:
             LOG.warning("removing stale shard from an earlier run: %s", name)
-            os.remove(os.path.join(folder, name))
+            storage.remove(storage.join(folder, name))
 
     written = {vid for s in shards for vid in s.pop("video_ids")}
     records = account(tasks, pre_failures, written, failures)
     lines = [json.dumps(f.to_json(), ensure_ascii=False) for f in records]
     write_text_atomic(
-        os.path.join(config.output, "failures.jsonl"), "".join(ln + "\n" for ln in lines)
+        storage.join(config.output, "failures.jsonl"), "".join(ln + "\n" for ln in lines)
     )
 
     labels = sorted({(t.label, t.label_index) for t in tasks if t.label is not None})
@@ -205,6 +207,6 @@ def finalize(
         "shards": shards,
     }
     write_text_atomic(
-        os.path.join(config.output, "manifest.json"), json.dumps(manifest, indent=2) + "\n"
+        storage.join(config.output, "manifest.json"), json.dumps(manifest, indent=2) + "\n"
     )
     return manifest

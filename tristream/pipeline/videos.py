@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,10 +25,11 @@ from apache_beam.utils import shared
 
 from tristream.config import RunConfig
 from tristream.models.common import share_cpu_threads, usable_cpus
-from tristream.pipeline import cache, progress
+from tristream.pipeline import cache, progress, storage
 from tristream.process import Models, Stats, VideoFailed, VideoTask, error_text, process_video
 from tristream.shards.files import write_rows
 from tristream.shards.schema import arrow_schema
+from tristream.shards.storage import remove_tree
 
 LOG = logging.getLogger(__name__)
 NAMESPACE = "tristream"
@@ -99,7 +98,7 @@ class ProcessVideo(beam.DoFn):
     def setup(self) -> None:
         self.models = self._shared.acquire(lambda: Models(self.config))
         self.schema = arrow_schema(self.config.modalities)
-        self.cache_root = os.path.join(self.config.output, "cache")
+        self.cache_root = storage.join(self.config.output, "cache")
 
     def process(self, task: VideoTask):
         try:
@@ -174,7 +173,9 @@ def stage_video(
     segments: list[dict] = []
     complete = False
     try:
-        with contextlib.closing(process_video(task, config, models, stats, on_frames)) as rows:
+        rows = process_video(task, config, models, stats, on_frames,
+                             local_source=storage.staged_video)  # fmt: skip
+        with contextlib.closing(rows):
             for seg in rows:
                 t0 = time.perf_counter()
                 try:
@@ -187,7 +188,7 @@ def stage_video(
                     raise VideoFailed("write", error_text(exc), seg.index) from exc
                 stats.add_time("write", time.perf_counter() - t0)
     except VideoFailed as exc:
-        shutil.rmtree(entry, ignore_errors=True)  # a partial entry is never reused
+        remove_tree(entry)  # a partial entry is never reused
         return VideoOutcome(task, failure=Failure(
             task.video_id, task.source, exc.stage, exc.error, exc.segment))  # fmt: skip
     if not complete:  # process_video ends with the row marked is_last, or raises

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tristream.shards import storage
 from tristream.shards.coco import NUM_JOINTS
 
 #: Keys every annotation must have (``label``, ``total_frames`` and
@@ -102,7 +103,11 @@ class _SafeUnpickler(pickle.Unpickler):
 
 
 def _read_pickle(path: str | os.PathLike, trusted: bool):
-    raw = Path(path).read_bytes()
+    if storage.is_store_uri(path):  # s3:// or gs:// (tristream.shards.storage)
+        with storage.open_input(os.fspath(path), seekable=False) as f:
+            raw = f.read()
+    else:
+        raw = Path(path).read_bytes()
     try:
         if trusted:
             return pickle.loads(raw)  # noqa: S301 - the caller vouches for the file
