@@ -1,0 +1,341 @@
+"""Runs on object storage: a real S3-compatible server (moto in server mode) on 127.0.0.1.
+
+Videos are uploaded to a bucket, ``tristream run`` goes from bucket to bucket
+(the real CLI in a subprocess), a run is killed with SIGKILL and resumed, and
+the shards are read back by ``ShardDataset``, ``read_rows``, ``tristream
+inspect`` and plain pyarrow. Nothing about S3 is mocked: the server is a
+separate process speaking the S3 protocol over HTTP, and the uploads and
+listings here go through boto3, not through tristream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+
+from tests.helpers import ffmpeg
+from tristream.cli import main
+from tristream.config import RunConfig
+from tristream.pipeline.run import run
+from tristream.shards import ShardDataset, read_rows
+from tristream.shards.files import iter_raw_rows, shard_files
+
+REPO = Path(__file__).resolve().parents[1]
+IN, OUT = "tristream-in", "tristream-out"
+#: Small and quick: two clips of about a second, short side 32, 10-frame segments.
+RUN_FLAGS = ["--short-side", "32", "--max-frames", "10", "--format", "both", "--workers", "1"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server on 127.0.0.1 (its own process) and the environment that points at it.
+
+    Yields ``(env, client)``: ``env`` for subprocesses (also set in this process
+    while the module runs), ``client`` a boto3 S3 client on the server.
+    """
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = open(tmp_path_factory.mktemp("moto") / "server.log", "wb")  # noqa: SIM115
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError(f"moto server did not start on {endpoint}") from None
+            time.sleep(0.1)
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+        mp.delenv("AWS_PROFILE", raising=False)
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=endpoint)
+        client.create_bucket(Bucket=IN)
+        client.create_bucket(Bucket=OUT)
+        yield {**os.environ, **env}, client
+    server.terminate()
+    server.wait(10)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory, bikes, carphone, s3):
+    """Two short real clips, locally under ``videos/`` and uploaded under ``s3://IN/videos/``."""
+    _, client = s3
+    d = tmp_path_factory.mktemp("clips") / "videos"
+    (d / "street").mkdir(parents=True)
+    ffmpeg("-i", bikes, "-t", "1.2", "-c:v", "libx264", "-preset", "ultrafast",
+           str(d / "street" / "bikes.mp4"))  # fmt: skip
+    ffmpeg("-i", carphone, "-t", "1", "-c:v", "libx264", "-preset", "ultrafast",
+           str(d / "carphone.mp4"))  # fmt: skip
+    for path in sorted(d.rglob("*.mp4")):
+        client.upload_file(str(path), IN, f"videos/{path.relative_to(d).as_posix()}")
+    client.put_object(Bucket=IN, Key="videos/notes.txt", Body=b"not a video\n")
+    return d
+
+
+def _keys(client, bucket: str, prefix: str) -> dict[str, int]:
+    """key -> size of every object under ``prefix`` (boto3's own listing)."""
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}
+
+
+def _object_bytes(client, bucket: str, prefix: str) -> dict[str, bytes]:
+    return {
+        key[len(prefix) :]: client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        for key in sorted(_keys(client, bucket, prefix))
+    }
+
+
+def _cli_run(env, inp: str, out: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tristream.cli", "run", "--input", inp, "--output", out,
+            *RUN_FLAGS, *extra]  # fmt: skip
+
+
+def _rows_without_source(path) -> list[dict]:
+    """The raw rows of every shard under ``path`` (a folder or a URI), ``source`` left out."""
+    return [
+        {k: v for k, v in row.items() if k != "source"}
+        for file in shard_files(path)
+        for row in iter_raw_rows(file)
+    ]
+
+
+def _config(inp: str, out: str) -> RunConfig:
+    return RunConfig(output=out, input=inp, short_side=32, max_frames=10, format="both",
+                     workers=1)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def local_run(clips, tmp_path_factory):
+    """The run on the local copies of the clips, to a local folder (in this process)."""
+    out = tmp_path_factory.mktemp("local_out")
+    result = run(_config(str(clips), str(out)))
+    assert result.manifest["totals"]["videos_written"] == 2
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(s3, clips, tmp_path_factory):
+    """An uninterrupted run from the bucket to a local folder (in this process)."""
+    out = tmp_path_factory.mktemp("reference")
+    result = run(_config(f"s3://{IN}/videos", str(out)))
+    assert result.manifest["totals"]["videos_written"] == 2
+    return out
+
+
+@pytest.fixture(scope="module")
+def bucket_run(s3, clips, tmp_path_factory):
+    """``tristream run`` from bucket to bucket through the CLI, killed (SIGKILL) once the
+    first video's cache entry is complete, then run again to the end.
+
+    Returns the output URI, the finished run's own temporary folder and its result.
+    """
+    env, client = s3
+    out = f"s3://{OUT}/run1"
+    cmd = _cli_run(env, f"s3://{IN}/videos", out)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+
+    def first_video_done() -> bool:
+        return any(k.endswith("/done.json") for k in _keys(client, OUT, "run1/cache/"))
+
+    while not first_video_done() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before the kill point"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert "run1/manifest.json" not in _keys(client, OUT, "run1/")
+    tmp = tmp_path_factory.mktemp("run_tmp")
+    done = subprocess.run(cmd, cwd=REPO, env={**env, "TMPDIR": str(tmp)}, capture_output=True,
+                          text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, tmp, done
+
+
+def test_killed_bucket_run_resumes_to_the_shards_of_an_uninterrupted_run(s3, bucket_run, reference):
+    _, client = s3
+    out, tmp, done = bucket_run
+    local = {p.name: p.read_bytes() for p in sorted((reference / "shards").iterdir())}
+    assert _object_bytes(client, OUT, "run1/shards/") == local
+    manifest = json.loads(client.get_object(Bucket=OUT, Key="run1/manifest.json")["Body"].read())
+    assert manifest["metrics"]["videos_cached"] >= 1  # the video finished before the kill
+    assert manifest["totals"] == json.loads((reference / "manifest.json").read_text())["totals"]
+    keys = _keys(client, OUT, "run1/")
+    # Every object is a finished file: no temporary names, no write check left behind.
+    assert not [k for k in keys if k.rsplit("/", 1)[-1].startswith(".") or k.endswith(".tmp")]
+    # The staged copies of the videos were removed (the run had its own TMPDIR).
+    assert list(tmp.iterdir()) == []
+    assert client.get_object(Bucket=OUT, Key="run1/failures.jsonl")["Body"].read() == b""
+    assert "2 of 2 videos written" in done.stdout
+
+
+def test_bucket_rows_equal_a_local_run(bucket_run, local_run):
+    out = bucket_run[0]
+    # Same rows as the run on local files; only the source column names the bucket.
+    remote_rows = _rows_without_source(out)
+    assert remote_rows == _rows_without_source(local_run)
+    assert len(remote_rows) > 2
+    tf_rows = list(read_rows(out, fmt="tfrecord"))
+    pq_rows = list(read_rows(out, fmt="parquet"))
+    assert [r["video_id"] for r in tf_rows] == [r["video_id"] for r in pq_rows]
+    assert all(np.array_equal(a["flow"], b["flow"]) for a, b in zip(tf_rows, pq_rows))
+    assert {r["source"] for r in pq_rows} == {
+        f"s3://{IN}/videos/carphone.mp4",
+        f"s3://{IN}/videos/street/bikes.mp4",
+    }
+
+
+def test_rerun_on_the_bucket_skips_finished_videos(s3, bucket_run):
+    _, client = s3
+    before = _object_bytes(client, OUT, "run1/shards/")
+    result = run(_config(f"s3://{IN}/videos", bucket_run[0]))
+    assert result.counters["videos_cached"] == 2
+    assert result.counters.get("frames", 0) == 0
+    assert _object_bytes(client, OUT, "run1/shards/") == before
+
+
+def test_trainer_reads_the_bucket_with_shard_dataset_and_plain_pyarrow(s3, bucket_run, local_run):
+    env, _ = s3
+    out = bucket_run[0]
+    kwargs = dict(modalities=("rgb", "flow"), clip_len=4, train=False, crop=24, fmt="parquet")
+    remote = list(ShardDataset(out, **kwargs))
+    local = list(ShardDataset(str(local_run), **kwargs))
+    assert len(remote) == len(local) > 0
+    for a, b in zip(remote, local):
+        assert a["video_id"] == b["video_id"]
+        assert a["rgb"].shape == (3, 4, 24, 24)
+        assert np.array_equal(a["rgb"].numpy(), b["rgb"].numpy())
+        assert np.array_equal(a["flow"].numpy(), b["flow"].numpy())
+    # Ranks split the bucket's rows as they split local ones.
+    halves = [list(ShardDataset(out, rank=r, world_size=2, **kwargs)) for r in (0, 1)]
+    assert sorted(s["video_id"] + str(s["segment"]) for h in halves for s in h) == sorted(
+        s["video_id"] + str(s["segment"]) for s in local
+    )
+    # Plain pyarrow, with its own S3 filesystem: the same rows as tristream's reader.
+    fs = pafs.S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], region="us-east-1")
+    infos = fs.get_file_info(pafs.FileSelector(f"{OUT}/run1/shards"))
+    tables = [pq.read_table(i.path, filesystem=fs) for i in infos if i.path.endswith(".parquet")]
+    ids = [v for t in tables for v in t.column("video_id").to_pylist()]
+    assert ids == [r["video_id"] for r in read_rows(out, fmt="parquet")]
+
+
+def test_inspect_reads_the_bucket(s3, bucket_run, capsys):
+    out = bucket_run[0]
+    assert main(["inspect", out]) == 0
+    text = capsys.readouterr().out
+    assert f"{out}: 2 of 2 videos written" in text
+    assert "shards/train-00000-of-00001.parquet" in text
+    assert "video street/bikes:" in text
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["run", "--input", f"s3://{IN}/videos", "--output", "s3://no-such-bucket/out"],
+         "--output s3://no-such-bucket/out: bucket 'no-such-bucket' does not exist"),
+        (["run", "--input", "s3://no-such-bucket/videos", "--output", f"s3://{OUT}/x"],
+         "--input s3://no-such-bucket/videos: bucket 'no-such-bucket' does not exist"),
+        (["run", "--input", f"s3://{IN}/videos", "--output", "ftp://host/out"],
+         "unsupported URI scheme 'ftp://'"),
+        (["inspect", "s3://no-such-bucket/out"], "bucket 'no-such-bucket' does not exist"),
+    ],
+)  # fmt: skip
+def test_bad_uris_and_missing_buckets_are_one_clear_error(s3, clips, capsys, args, words):
+    assert main(args) == 1
+    assert words in _one_error_line(capsys)
+
+
+def test_an_unreachable_endpoint_is_one_clear_error(s3, clips, capsys, monkeypatch):
+    dead = f"http://127.0.0.1:{_free_port()}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", dead)
+    t0 = time.monotonic()
+    assert main(["run", "--input", f"s3://{IN}/videos", "--output", f"s3://{OUT}/x"]) == 1
+    assert f"cannot connect to the object store at {dead}" in _one_error_line(capsys)
+    assert time.monotonic() - t0 < 30
+
+
+def test_staging_is_bounded_and_always_removed(s3, clips, tmp_path, monkeypatch):
+    from tristream.pipeline import storage
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    uri = f"s3://{IN}/videos/carphone.mp4"
+    with storage.staged_video(uri) as local:
+        assert Path(local).read_bytes() == (clips / "carphone.mp4").read_bytes()
+    with pytest.raises(KeyError), storage.staged_video(uri):
+        raise KeyError("a failure while decoding")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("TRISTREAM_STAGE_LIMIT", "1000")  # bytes: less than the clip
+    with pytest.raises(OSError, match="over the staging limit of 1000 bytes"):
+        with storage.staged_video(uri):
+            pass
+    assert list(tmp_path.iterdir()) == []
+    # The content key comes from the store's checksum, without a download.
+    key = storage.content_id(uri)
+    assert key.startswith("s3-checksum:") and key.endswith(
+        f":{(clips / 'carphone.mp4').stat().st_size}"
+    )
+    assert storage.content_id(f"s3://{IN}/videos/missing.mp4") is None
+
+
+def test_skeletons_and_their_config_hash_come_from_the_bucket(s3, tmp_path):
+    from tests.test_skeletons import _pyskl_file
+    from tristream.transforms.skeletons import load_skeletons
+
+    _, client = s3
+    local = tmp_path / "skel.pkl"
+    _pyskl_file(local)
+    client.upload_file(str(local), IN, "ann/skel.pkl")
+    uri = f"s3://{IN}/ann/skel.pkl"
+    remote, expected = load_skeletons(uri), load_skeletons(str(local))
+    assert sorted(remote) == sorted(expected)
+    for vid, ann in expected.items():
+        assert np.array_equal(remote[vid].keypoints, ann.keypoints)
+    # The config hash follows the file's bytes wherever it is.
+    kw = dict(input=f"s3://{IN}/videos", render="none")
+    assert (
+        RunConfig(output="x", skeletons=uri, **kw).config_hash
+        == RunConfig(output="x", skeletons=str(local), **kw).config_hash
+    )
+    with pytest.raises(FileNotFoundError, match="--skeletons"):
+        RunConfig(output="x", skeletons=f"s3://{IN}/ann/missing.pkl", **kw)
