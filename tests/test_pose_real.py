@@ -13,6 +13,8 @@ whatever the truth is, on real frames of ``bikes.mp4`` with the real models:
   column says, and ``tristream export-skeletons`` exports those same keypoints.
 
 Figures printed with ``pytest -s`` are the measured values the thresholds were set from.
+Two known failures are kept as strict xfails, so that a fix shows up: BlazePose on a
+head-and-shoulders close-up (carphone), and the walking man's id (slow).
 """
 
 from __future__ import annotations
@@ -145,6 +147,31 @@ def test_confident_poses_are_upright_and_inside_their_boxes(real_poses, size):
     assert checked >= 6
     assert ordered >= 0.9 * checked
     assert inside >= 0.95 * joints
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known (2026-11-29): on a head-and-shoulders close-up the 1.25x crop of the "
+    "visible person is read by BlazePose (trained on whole-body crops) as a small whole "
+    "person: lite puts the 'shoulders' on the cheeks and the hips on the chin, confidently",
+)
+def test_close_up_shoulders_are_below_the_face(carphone, detector, models_dir):
+    # carphone_pristine.mp4: one man, head and shoulders filling the frame (313x256 at short
+    # side 256); his shoulders are near the bottom of the frame, ~0.4 box heights below his
+    # nose.
+    video = decode_video(carphone, fps=25, short_side=256)
+    frames = np.ascontiguousarray(video[[0, 30, 60, 90]])
+    boxes = detector(frames)
+    estimator = PoseEstimator(OnnxPoseModel(models_dir / "blazepose_lite.onnx", device="cpu"))
+    drops = []
+    for bx, poses in zip(boxes, estimator(frames, boxes)):
+        b, pose = bx[0], poses[0]  # the best box: the man
+        shoulders = [j for j in SHOULDERS if pose[j, 2] > CONFIDENT]
+        if pose[0, 2] > CONFIDENT and shoulders:
+            drops.append(float((pose[shoulders, 1].mean() - pose[0, 1]) / (b[3] - b[1])))
+    print(f"\ncarphone, lite: shoulder y - nose y, in box heights: {np.round(drops, 3).tolist()}")
+    assert len(drops) >= 3
+    assert np.mean(np.array(drops) > 0.25) >= 0.75, drops
 
 
 # ------------------------------------------------------------------------------ tracking
