@@ -339,3 +339,21 @@ def test_skeletons_and_their_config_hash_come_from_the_bucket(s3, tmp_path):
     )
     with pytest.raises(FileNotFoundError, match="--skeletons"):
         RunConfig(output="x", skeletons=f"s3://{IN}/ann/missing.pkl", **kw)
+
+
+def test_a_manifest_on_the_bucket_names_videos_on_the_bucket(s3, clips, local_run, tmp_path):
+    """``--manifest s3://...`` with paths relative to its own folder on the bucket: the videos
+    it lists (and only those) are written with its labels, frames equal to the local run."""
+    _, client = s3
+    body = "path,label,id\nvideos/street/bikes.mp4,cycling,b1\nvideos/carphone.mp4,talking,c1\n"
+    client.put_object(Bucket=IN, Key="train.csv", Body=body.encode())
+    out = tmp_path / "from_manifest"
+    result = run(RunConfig(output=str(out), manifest=f"s3://{IN}/train.csv", short_side=32,
+                           max_frames=10, format="both", workers=1))  # fmt: skip
+    assert result.manifest["totals"]["videos_written"] == 2
+    rows = {(r["video_id"], r["segment"]): r for r in read_rows(str(out))}
+    assert {vid for vid, _ in rows} == {"b1", "c1"}
+    assert {r["label"] for r in rows.values()} == {"cycling", "talking"}
+    local = [r["rgb"] for r in read_rows(str(local_run))]
+    for r in rows.values():  # every row's frames are one of the local run's rows' frames
+        assert any(r["rgb"].shape == x.shape and np.array_equal(r["rgb"], x) for x in local)
