@@ -13,7 +13,10 @@ For every frame of a video, in order:
    one, so that the model sees large batches; only unforeseen flow boxes (a track the
    detector has already missed once) are estimated frame by frame;
 4. the similarity between each track's propagated joints and each estimated
-   pose is their OKS (COCO sigmas, area from the track's box);
+   pose is their OKS (COCO sigmas, area from the track's box) over the joints both
+   score at least ``joint_score``; a track or pose with fewer than two such joints
+   (a real model's near-zero scores on a crop it cannot read) is compared by box IoU
+   instead;
 5. tracks seen within the last ``max_age`` frames are matched greedily, best
    similarity first; unmatched detections start new tracks with new ids.
 
@@ -255,6 +258,9 @@ class FlowTracker:
       yields a low-score pose); flow boxes never start new tracks;
     - ``batch_size``: frames per detector call (the estimator gets every crop of a
       segment at once and batches them itself);
+    - ``joint_score``: the least score of a joint that counts as seen in the OKS
+      (real models never score exactly 0); with fewer than two seen joints on either
+      side, a pair is compared by box IoU against ``iou_threshold``;
     - ``pose_ahead``: estimate the foreseeable flow boxes of a segment in one batch
       (see :meth:`_poses_ahead`); False estimates every flow box at its own frame, as
       the paper's loop does. Both give the same tracks.
@@ -279,6 +285,7 @@ class FlowTracker:
         min_pose_score: float = 0.2,
         batch_size: int = 16,
         pose_ahead: bool = True,
+        joint_score: float = 0.3,
     ) -> None:
         if max_persons < 0 or max_age < 0 or detect_every < 1 or batch_size < 1:
             raise ValueError(
@@ -296,6 +303,7 @@ class FlowTracker:
         self.min_pose_score = min_pose_score
         self.batch_size = batch_size
         self.pose_ahead = pose_ahead
+        self.joint_score = joint_score
         self._state = _State()
         self._ahead: dict[int, dict[bytes, np.ndarray]] = {}
         #: estimator calls so far (one per segment for the detections, one for the flow
@@ -644,12 +652,20 @@ class FlowTracker:
         s = self._state
         tracks = s.tracks
         areas = np.array([_box_area(tr.box) for tr in tracks])
-        sim = _oks_matrix(
-            np.array([tr.joints for tr in tracks]).reshape(-1, NUM_JOINTS, 3),
-            np.array([c.pose for c in cands]).reshape(-1, NUM_JOINTS, 3),
-            areas,
-        )
-        pairs = _greedy(sim, [tr.age for tr in tracks], self.oks_threshold)
+        a = np.array([tr.joints for tr in tracks]).reshape(-1, NUM_JOINTS, 3)
+        b = np.array([c.pose for c in cands]).reshape(-1, NUM_JOINTS, 3)
+        sim = _oks_matrix(_seen(a, self.joint_score), _seen(b, self.joint_score), areas)
+        sim = np.where(sim >= self.oks_threshold, sim, -1.0)
+        # A pose with fewer than two joints seen says nothing about who it is: such a
+        # track or candidate is matched by its box instead (IoU, at iou_threshold).
+        blind = ((a[:, :, 2] >= self.joint_score).sum(1) < 2)[:, None] | (
+            (b[:, :, 2] >= self.joint_score).sum(1) < 2
+        )[None, :]
+        if blind.any():
+            iou = box_iou(np.array([tr.box for tr in tracks]).reshape(-1, 5),
+                          np.array([c.box for c in cands]).reshape(-1, 5))  # fmt: skip
+            sim = np.where(blind, np.where(iou >= self.iou_threshold, iou, -1.0), sim)
+        pairs = _greedy(sim, [tr.age for tr in tracks], 0.0)
         matched = set()
         for ti, ci in pairs:
             tracks[ti].joints = cands[ci].pose.copy()
@@ -740,6 +756,13 @@ def _flow_box(
     if out[2] - out[0] >= 1 and out[3] - out[1] >= 1:
         return np.append(out, box[4])
     return None
+
+
+def _seen(poses: np.ndarray, min_score: float) -> np.ndarray:
+    """``poses [N, 17, 3]`` with the scores of joints below ``min_score`` set to 0 (unseen)."""
+    out = poses.copy()
+    out[..., 2] = np.where(out[..., 2] >= min_score, out[..., 2], 0.0)
+    return out
 
 
 def _greedy(sim: np.ndarray, ages: Sequence[int], threshold: float) -> list[tuple[int, int]]:
