@@ -74,3 +74,26 @@ def torch_threads():
     before = torch.get_num_threads()
     yield before
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def stage_torch_threads(monkeypatch):
+    """torch's CPU thread count in each thread that ran a video's stages, one entry per video.
+
+    torch keeps the count per thread, and Beam runs videos on a thread pool that
+    outlives a pipeline (its threads keep what an earlier run set), so the count is read
+    where the stages run: in the calling thread of ``stage_video``, as it starts.
+    """
+    import torch
+
+    from tristream.pipeline import videos
+
+    seen: list[int] = []
+    stage_video = videos.stage_video
+
+    def watched(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return stage_video(*args, **kwargs)
+
+    monkeypatch.setattr(videos, "stage_video", watched)
+    return seen

@@ -75,20 +75,3 @@ def jpeg_round_trip(frames: np.ndarray, quality: int = 95) -> np.ndarray:
         ok, buf = cv2.imencode(".jpg", f[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
         out.append(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
     return np.stack(out)
-
-
-def new_thread_torch_threads() -> int:
-    """torch's CPU thread count as a new thread starts with it (the last one set anywhere).
-
-    torch keeps the count per thread; the pipeline sets it in Beam's worker threads,
-    which are gone once a run ends, so tests read it from a fresh thread.
-    """
-    import threading
-
-    import torch
-
-    seen: list[int] = []
-    probe = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
-    probe.start()
-    probe.join()
-    return seen[0]

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 
-from tests.helpers import new_thread_torch_threads
 from tristream.cli import main
 from tristream.config import RunConfig
 from tristream.pipeline.run import run
@@ -138,7 +137,7 @@ def test_real_detector_finds_and_tracks_people_in_real_video(tmp_path, bikes, da
 
 
 def test_detector_pose_model_tracking_and_render_end_to_end(
-    tmp_path, bikes, data_dir, torch_threads
+    tmp_path, bikes, data_dir, torch_threads, stage_torch_threads
 ):
     import torch
 
@@ -161,7 +160,7 @@ def test_detector_pose_model_tracking_and_render_end_to_end(
     assert status == 0
     if resolve_device("auto") == "cpu" and usable_cpus() > 1:
         # One worker thread per CPU (--workers 0): the pose stage gave each 1 torch thread.
-        assert torch_threads > 1 and new_thread_torch_threads() == 1
+        assert torch_threads > 1 and stage_torch_threads == [1]
     rows = sorted(read_rows(out), key=lambda r: r["segment"])
     assert [r["num_frames"] for r in rows] == [6, 5]
     for r in rows:
