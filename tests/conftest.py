@@ -97,3 +97,24 @@ def stage_torch_threads(monkeypatch):
 
     monkeypatch.setattr(videos, "stage_video", watched)
     return seen
+
+
+@pytest.fixture(scope="session")
+def store_clips(tmp_path_factory, bikes, carphone) -> Path:
+    """The object-store tests' two short real clips, locally (``tests/stores.py``)."""
+    from tests.stores import make_clips
+
+    return make_clips(tmp_path_factory.mktemp("store_clips"), bikes, carphone)
+
+
+@pytest.fixture(scope="session")
+def store_local_run(store_clips, tmp_path_factory) -> Path:
+    """The object-store tests' run on the local clips to a local folder (in this process):
+    what a run on any store must equal."""
+    from tests.stores import run_config
+    from tristream.pipeline.run import run
+
+    out = tmp_path_factory.mktemp("store_local_run")
+    result = run(run_config(str(store_clips), str(out)))
+    assert result.manifest["totals"]["videos_written"] == 2
+    return out

@@ -13,11 +13,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -25,23 +23,22 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers import ffmpeg
+from tests.stores import (
+    REPO,
+    cli_run,
+    free_port,
+    one_error_line,
+    rows_without_source,
+    run_config,
+    start_server,
+    stop_server,
+)
 from tristream.cli import main
 from tristream.config import RunConfig
 from tristream.pipeline.run import run
 from tristream.shards import ShardDataset, read_rows
-from tristream.shards.files import iter_raw_rows, shard_files
 
-REPO = Path(__file__).resolve().parents[1]
 IN, OUT = "tristream-in", "tristream-out"
-#: Small and quick: two clips of about a second, short side 32, 10-frame segments.
-RUN_FLAGS = ["--short-side", "32", "--max-frames", "10", "--format", "both", "--workers", "1"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -51,23 +48,11 @@ def s3(tmp_path_factory):
     Yields ``(env, client)``: ``env`` for subprocesses (also set in this process
     while the module runs), ``client`` a boto3 S3 client on the server.
     """
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log = open(tmp_path_factory.mktemp("moto") / "server.log", "wb")  # noqa: SIM115
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise RuntimeError(f"moto server did not start on {endpoint}") from None
-            time.sleep(0.1)
+    cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    server = start_server(cmd, endpoint + "/moto-api/", log, "moto server")
     env = {
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
@@ -85,21 +70,16 @@ def s3(tmp_path_factory):
         client.create_bucket(Bucket=IN)
         client.create_bucket(Bucket=OUT)
         yield {**os.environ, **env}, client
-    server.terminate()
-    server.wait(10)
+    stop_server(server)
     log.close()
 
 
 @pytest.fixture(scope="module")
-def clips(tmp_path_factory, bikes, carphone, s3):
-    """Two short real clips, locally under ``videos/`` and uploaded under ``s3://IN/videos/``."""
+def clips(store_clips, s3):
+    """The two short real clips, locally under ``videos/`` and uploaded under
+    ``s3://IN/videos/``, with a text file beside them."""
     _, client = s3
-    d = tmp_path_factory.mktemp("clips") / "videos"
-    (d / "street").mkdir(parents=True)
-    ffmpeg("-i", bikes, "-t", "1.2", "-c:v", "libx264", "-preset", "ultrafast",
-           str(d / "street" / "bikes.mp4"))  # fmt: skip
-    ffmpeg("-i", carphone, "-t", "1", "-c:v", "libx264", "-preset", "ultrafast",
-           str(d / "carphone.mp4"))  # fmt: skip
+    d = store_clips
     for path in sorted(d.rglob("*.mp4")):
         client.upload_file(str(path), IN, f"videos/{path.relative_to(d).as_posix()}")
     client.put_object(Bucket=IN, Key="videos/notes.txt", Body=b"not a video\n")
@@ -119,39 +99,11 @@ def _object_bytes(client, bucket: str, prefix: str) -> dict[str, bytes]:
     }
 
 
-def _cli_run(env, inp: str, out: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "tristream.cli", "run", "--input", inp, "--output", out,
-            *RUN_FLAGS, *extra]  # fmt: skip
-
-
-def _rows_without_source(path) -> list[dict]:
-    """The raw rows of every shard under ``path`` (a folder or a URI), ``source`` left out."""
-    return [
-        {k: v for k, v in row.items() if k != "source"}
-        for file in shard_files(path)
-        for row in iter_raw_rows(file)
-    ]
-
-
-def _config(inp: str, out: str) -> RunConfig:
-    return RunConfig(output=out, input=inp, short_side=32, max_frames=10, format="both",
-                     workers=1)  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def local_run(clips, tmp_path_factory):
-    """The run on the local copies of the clips, to a local folder (in this process)."""
-    out = tmp_path_factory.mktemp("local_out")
-    result = run(_config(str(clips), str(out)))
-    assert result.manifest["totals"]["videos_written"] == 2
-    return out
-
-
 @pytest.fixture(scope="module")
 def reference(s3, clips, tmp_path_factory):
     """An uninterrupted run from the bucket to a local folder (in this process)."""
     out = tmp_path_factory.mktemp("reference")
-    result = run(_config(f"s3://{IN}/videos", str(out)))
+    result = run(run_config(f"s3://{IN}/videos", str(out)))
     assert result.manifest["totals"]["videos_written"] == 2
     return out
 
@@ -165,7 +117,7 @@ def bucket_run(s3, clips, tmp_path_factory):
     """
     env, client = s3
     out = f"s3://{OUT}/run1"
-    cmd = _cli_run(env, f"s3://{IN}/videos", out)
+    cmd = cli_run(f"s3://{IN}/videos", out)
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 120
@@ -203,11 +155,11 @@ def test_killed_bucket_run_resumes_to_the_shards_of_an_uninterrupted_run(s3, buc
     assert "2 of 2 videos written" in done.stdout
 
 
-def test_bucket_rows_equal_a_local_run(bucket_run, local_run):
+def test_bucket_rows_equal_a_local_run(bucket_run, store_local_run):
     out = bucket_run[0]
     # Same rows as the run on local files; only the source column names the bucket.
-    remote_rows = _rows_without_source(out)
-    assert remote_rows == _rows_without_source(local_run)
+    remote_rows = rows_without_source(out)
+    assert remote_rows == rows_without_source(store_local_run)
     assert len(remote_rows) > 2
     tf_rows = list(read_rows(out, fmt="tfrecord"))
     pq_rows = list(read_rows(out, fmt="parquet"))
@@ -222,18 +174,20 @@ def test_bucket_rows_equal_a_local_run(bucket_run, local_run):
 def test_rerun_on_the_bucket_skips_finished_videos(s3, bucket_run):
     _, client = s3
     before = _object_bytes(client, OUT, "run1/shards/")
-    result = run(_config(f"s3://{IN}/videos", bucket_run[0]))
+    result = run(run_config(f"s3://{IN}/videos", bucket_run[0]))
     assert result.counters["videos_cached"] == 2
     assert result.counters.get("frames", 0) == 0
     assert _object_bytes(client, OUT, "run1/shards/") == before
 
 
-def test_trainer_reads_the_bucket_with_shard_dataset_and_plain_pyarrow(s3, bucket_run, local_run):
+def test_trainer_reads_the_bucket_with_shard_dataset_and_plain_pyarrow(
+    s3, bucket_run, store_local_run
+):
     env, _ = s3
     out = bucket_run[0]
     kwargs = dict(modalities=("rgb", "flow"), clip_len=4, train=False, crop=24, fmt="parquet")
     remote = list(ShardDataset(out, **kwargs))
-    local = list(ShardDataset(str(local_run), **kwargs))
+    local = list(ShardDataset(str(store_local_run), **kwargs))
     assert len(remote) == len(local) > 0
     for a, b in zip(remote, local):
         assert a["video_id"] == b["video_id"]
@@ -262,13 +216,6 @@ def test_inspect_reads_the_bucket(s3, bucket_run, capsys):
     assert "video street/bikes:" in text
 
 
-def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert "Traceback" not in err[0]
-    return err[0]
-
-
 @pytest.mark.parametrize(
     "args, words",
     [
@@ -283,15 +230,15 @@ def _one_error_line(capsys) -> str:
 )  # fmt: skip
 def test_bad_uris_and_missing_buckets_are_one_clear_error(s3, clips, capsys, args, words):
     assert main(args) == 1
-    assert words in _one_error_line(capsys)
+    assert words in one_error_line(capsys)
 
 
 def test_an_unreachable_endpoint_is_one_clear_error(s3, clips, capsys, monkeypatch):
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("AWS_ENDPOINT_URL", dead)
     t0 = time.monotonic()
     assert main(["run", "--input", f"s3://{IN}/videos", "--output", f"s3://{OUT}/x"]) == 1
-    assert f"cannot connect to the object store at {dead}" in _one_error_line(capsys)
+    assert f"cannot connect to the object store at {dead}" in one_error_line(capsys)
     assert time.monotonic() - t0 < 30
 
 
@@ -341,7 +288,7 @@ def test_skeletons_and_their_config_hash_come_from_the_bucket(s3, tmp_path):
         RunConfig(output="x", skeletons=f"s3://{IN}/ann/missing.pkl", **kw)
 
 
-def test_a_manifest_on_the_bucket_names_videos_on_the_bucket(s3, clips, local_run, tmp_path):
+def test_a_manifest_on_the_bucket_names_videos_on_the_bucket(s3, clips, store_local_run, tmp_path):
     """``--manifest s3://...`` with paths relative to its own folder on the bucket: the videos
     it lists (and only those) are written with its labels, frames equal to the local run."""
     _, client = s3
@@ -354,6 +301,6 @@ def test_a_manifest_on_the_bucket_names_videos_on_the_bucket(s3, clips, local_ru
     rows = {(r["video_id"], r["segment"]): r for r in read_rows(str(out))}
     assert {vid for vid, _ in rows} == {"b1", "c1"}
     assert {r["label"] for r in rows.values()} == {"cycling", "talking"}
-    local = [r["rgb"] for r in read_rows(str(local_run))]
+    local = [r["rgb"] for r in read_rows(str(store_local_run))]
     for r in rows.values():  # every row's frames are one of the local run's rows' frames
         assert any(r["rgb"].shape == x.shape and np.array_equal(r["rgb"], x) for x in local)

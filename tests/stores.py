@@ -1,0 +1,110 @@
+"""What the object-store tests share: a server process on 127.0.0.1, the clips they upload,
+the run settings, and views of shards that leave out where the videos came from.
+
+The servers (moto for S3, gcp-storage-emulator for GCS) are real processes speaking the
+stores' HTTP protocols; the tests upload and list through the stores' own clients
+(boto3, google-cloud-storage), not through tristream.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+from tests.helpers import ffmpeg
+from tristream.config import RunConfig
+from tristream.shards.files import iter_raw_rows, shard_files
+
+REPO = Path(__file__).resolve().parents[1]
+#: Small and quick: two clips of about a second, short side 32, 10-frame segments.
+RUN_FLAGS = ["--short-side", "32", "--max-frames", "10", "--format", "both", "--workers", "1"]
+#: The clips' paths under the folder (or prefix) ``videos/``.
+CLIPS = ("carphone.mp4", "street/bikes.mp4")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(cmd: list[str], url: str, log: IO[bytes], what: str) -> subprocess.Popen:
+    """Start ``cmd`` (output to ``log``) and wait up to 30 s until ``url`` answers HTTP.
+
+    Returns the process; RuntimeError (the process killed) when it never answers.
+    """
+    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return server
+        except urllib.error.HTTPError:  # it answers, if only to say no
+            return server
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError(f"{what} did not start on {url}") from None
+            time.sleep(0.1)
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def make_clips(folder: Path, bikes: str, carphone: str) -> Path:
+    """Two short real clips (about a second each, H.264) under ``folder/videos``
+    (:data:`CLIPS`); returns that folder."""
+    d = folder / "videos"
+    (d / "street").mkdir(parents=True)
+    ffmpeg("-i", bikes, "-t", "1.2", "-c:v", "libx264", "-preset", "ultrafast",
+           str(d / "street" / "bikes.mp4"))  # fmt: skip
+    ffmpeg("-i", carphone, "-t", "1", "-c:v", "libx264", "-preset", "ultrafast",
+           str(d / "carphone.mp4"))  # fmt: skip
+    return d
+
+
+def run_config(inp: str, out: str) -> RunConfig:
+    """The run of :data:`RUN_FLAGS` from ``inp`` to ``out``, for :func:`tristream.pipeline.run`."""
+    return RunConfig(output=out, input=inp, short_side=32, max_frames=10, format="both",
+                     workers=1)  # fmt: skip
+
+
+def run_args(inp: str, out: str, *extra: str) -> list[str]:
+    """The arguments of ``tristream run`` from ``inp`` to ``out`` (:data:`RUN_FLAGS`)."""
+    return ["run", "--input", inp, "--output", out, *RUN_FLAGS, *extra]
+
+
+def cli_run(inp: str, out: str, *extra: str) -> list[str]:
+    """The command line of :func:`run_args` for a subprocess (this Python)."""
+    return [sys.executable, "-m", "tristream.cli", *run_args(inp, out, *extra)]
+
+
+def rows_without_source(path: str | os.PathLike) -> list[dict]:
+    """The raw rows of every shard under ``path`` (a folder or a URI), ``source`` left out."""
+    return [
+        {k: v for k, v in row.items() if k != "source"}
+        for file in shard_files(os.fspath(path))
+        for row in iter_raw_rows(file)
+    ]
+
+
+def one_error_line(capsys) -> str:
+    """The one line a failed CLI call wrote to stderr (asserts it is one, with no traceback)."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0]
+    return err[0]
