@@ -148,8 +148,8 @@ def content_id(source: str) -> str | None:
     A local file: the SHA-256 of its bytes (:func:`tristream.config.content_hash`;
     None for a pipe or a device, which are never reused). An object: the store's
     checksum metadata with the object's size (S3: the ETag, an MD5 of the bytes
-    for a single-part upload and of the parts otherwise; GCS: what Beam's GCS
-    filesystem reports), read without downloading the video; the SHA-256 of the
+    for a single-part upload and of the parts otherwise; GCS: the CRC32C that
+    Beam's GCS filesystem reports), read without downloading the video; the SHA-256 of the
     bytes when the store gives no checksum. None for a missing object.
     """
     if not is_store_uri(source):

@@ -11,7 +11,11 @@ inputs through Beam's ``FileSystems``, see :mod:`tristream.pipeline.storage`).
   ``--s3_endpoint_url``); credentials and region from the usual AWS sources
   (environment, ``~/.aws``, instance metadata).
 - ``gs://bucket/key``: :class:`pyarrow.fs.GcsFileSystem` with Google's default
-  credentials.
+  credentials; a GCS emulator comes from ``STORAGE_EMULATOR_HOST`` (the
+  variable Google's own client libraries, and so Beam's GCS filesystem, read),
+  reached without credentials. A call that the store does not answer is retried
+  for :data:`GCS_RETRY_SECONDS` (pyarrow's own default is 15 minutes), the
+  check before a run for :data:`GCS_CHECK_SECONDS`.
 
 Object stores have no rename, so :func:`upload` writes the final object in
 one go, from a complete local file (see :mod:`tristream.shards.atomic`).
@@ -21,11 +25,13 @@ that does not answer) are :class:`StorageError`: one readable line.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import os
 import re
 import shutil
 from typing import IO
+from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
@@ -33,12 +39,22 @@ import pyarrow.fs as pafs
 SCHEMES: tuple[str, ...] = ("s3", "gs")
 _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _s3_endpoint: str | None = None
+#: Environment variable: a GCS emulator's address (``http://host:port``), as Google's
+#: client libraries read it.
+GCS_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
+#: How long (seconds) a GCS call is retried while the store does not answer, and how long
+#: the check before a run (:func:`check_bucket`) waits.
+GCS_RETRY_SECONDS = 60
+GCS_CHECK_SECONDS = 10
 _STORE_ERRORS = {
     "NO_SUCH_BUCKET": "bucket does not exist",
     "NoSuchBucket": "bucket does not exist",
     "ACCESS_DENIED": "access denied",
     "AccessDenied": "access denied",
+    "PERMISSION_DENIED": "access denied",
+    "UNAUTHENTICATED": "no valid credentials",
     "NETWORK_CONNECTION": "cannot connect to the object store",
+    "Could not connect to server": "cannot connect to the object store",
     "INVALID_ACCESS_KEY_ID": "the access key is not valid",
     "SIGNATURE_DOES_NOT_MATCH": "the secret key does not match",
 }
@@ -122,10 +138,32 @@ def s3_endpoint() -> str | None:
     )
 
 
+def gcs_emulator() -> str | None:
+    """The GCS emulator in use (``$STORAGE_EMULATOR_HOST``, e.g. ``http://127.0.0.1:9023``);
+    None for Google Cloud Storage itself."""
+    return os.environ.get(GCS_EMULATOR_ENV) or None
+
+
+def endpoint_of(path: str) -> str | None:
+    """The endpoint that serves the URI ``path`` when it is not the cloud's own (an
+    S3-compatible server, a GCS emulator); None otherwise and for a local path."""
+    scheme = uri_scheme(path)
+    if scheme == "s3":
+        return s3_endpoint()
+    return gcs_emulator() if scheme == "gs" else None
+
+
 @functools.lru_cache(maxsize=8)
-def _filesystem(scheme: str, endpoint: str | None, region: str | None) -> pafs.FileSystem:
+def _filesystem(
+    scheme: str, endpoint: str | None, region: str | None, retry_seconds: int = GCS_RETRY_SECONDS
+) -> pafs.FileSystem:
     if scheme == "gs":
-        return pafs.GcsFileSystem()
+        retry = datetime.timedelta(seconds=retry_seconds)
+        if endpoint is None:
+            return pafs.GcsFileSystem(retry_time_limit=retry)
+        url = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+        return pafs.GcsFileSystem(anonymous=True, scheme=url.scheme, endpoint_override=url.netloc,
+                                  retry_time_limit=retry)  # fmt: skip
     retry = pafs.AwsStandardS3RetryStrategy(max_attempts=3)
     if endpoint is None:
         return pafs.S3FileSystem(region=region, connect_timeout=10, retry_strategy=retry)
@@ -136,16 +174,19 @@ def _filesystem(scheme: str, endpoint: str | None, region: str | None) -> pafs.F
     )  # fmt: skip
 
 
-def resolve(path: str | os.PathLike) -> tuple[pafs.FileSystem | None, str]:
+def resolve(
+    path: str | os.PathLike, retry_seconds: int = GCS_RETRY_SECONDS
+) -> tuple[pafs.FileSystem | None, str]:
     """``(filesystem, path inside it)``: ``(None, path)`` for a local path, else the
-    pyarrow filesystem of the URI's scheme and ``bucket/key``."""
+    pyarrow filesystem of the URI's scheme and ``bucket/key``. ``retry_seconds``: how long
+    a GCS call is retried while the store does not answer."""
     path = os.fspath(path)
     scheme = uri_scheme(path)
     if scheme is None:
         return None, path
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    endpoint = s3_endpoint() if scheme == "s3" else None
-    return _filesystem(scheme, endpoint, region), path.split("://", 1)[1]
+    fs = _filesystem(scheme, endpoint_of(path), region, retry_seconds)
+    return fs, path.split("://", 1)[1]
 
 
 def store_error(exc: BaseException, path: str) -> StorageError:
@@ -156,14 +197,14 @@ def store_error(exc: BaseException, path: str) -> StorageError:
             if reason == "bucket does not exist":
                 reason = f"bucket '{bucket_of(path)}' does not exist"
             elif reason.startswith("cannot connect"):
-                where = s3_endpoint() if path.startswith("s3") else None
+                where = endpoint_of(path)
                 reason += f" at {where}" if where else ""
             return StorageError(f"{path}: {reason}")
     return StorageError(f"{path}: {text}")
 
 
-def _info(path: str) -> pafs.FileInfo:
-    fs, inner = resolve(path)
+def _info(path: str, retry_seconds: int = GCS_RETRY_SECONDS) -> pafs.FileInfo:
+    fs, inner = resolve(path, retry_seconds)
     try:
         return fs.get_file_info(inner)
     except OSError as exc:
@@ -181,7 +222,7 @@ def check_bucket(path: str) -> None:
     bucket = bucket_of(path)
     if not bucket:
         raise StorageError(f"{path}: no bucket in the URI (expected {scheme}://bucket/...)")
-    if _info(f"{scheme}://{bucket}").type == pafs.FileType.NotFound:
+    if _info(f"{scheme}://{bucket}", GCS_CHECK_SECONDS).type == pafs.FileType.NotFound:
         raise StorageError(f"{path}: bucket '{bucket}' does not exist")
 
 
