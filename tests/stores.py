@@ -18,8 +18,13 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
+import numpy as np
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
 from tests.helpers import ffmpeg
 from tristream.config import RunConfig
+from tristream.shards import ShardDataset, read_rows
 from tristream.shards.files import iter_raw_rows, shard_files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,6 +105,27 @@ def rows_without_source(path: str | os.PathLike) -> list[dict]:
         for file in shard_files(os.fspath(path))
         for row in iter_raw_rows(file)
     ]
+
+
+def check_trainer_reads(out: str, local: Path, fs: pafs.FileSystem, fmt: str) -> list[dict]:
+    """Check the trainer's view of the run at the URI ``out`` against the local run ``local``:
+    ``ShardDataset`` (``fmt`` shards) yields the same samples from both, and plain pyarrow,
+    through the test's own filesystem ``fs`` on the store, reads the Parquet shards' video
+    ids in the order tristream's reader does. Returns the local samples."""
+    kwargs = dict(modalities=("rgb", "flow"), clip_len=4, train=False, crop=24, fmt=fmt)
+    remote = list(ShardDataset(out, **kwargs))
+    samples = list(ShardDataset(str(local), **kwargs))
+    assert len(remote) == len(samples) > 0
+    for a, b in zip(remote, samples):
+        assert a["video_id"] == b["video_id"]
+        assert a["rgb"].shape == (3, 4, 24, 24)
+        assert np.array_equal(a["rgb"].numpy(), b["rgb"].numpy())
+        assert np.array_equal(a["flow"].numpy(), b["flow"].numpy())
+    infos = fs.get_file_info(pafs.FileSelector(out.split("://", 1)[1] + "/shards"))
+    tables = [pq.read_table(i.path, filesystem=fs) for i in infos if i.path.endswith(".parquet")]
+    ids = [v for t in tables for v in t.column("video_id").to_pylist()]
+    assert ids and ids == [r["video_id"] for r in read_rows(out, fmt="parquet")]
+    return samples
 
 
 def one_error_line(capsys) -> str:
