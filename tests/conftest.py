@@ -118,3 +118,33 @@ def store_local_run(store_clips, tmp_path_factory) -> Path:
     result = run(run_config(str(store_clips), str(out)))
     assert result.manifest["totals"]["videos_written"] == 2
     return out
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A moto S3 server on 127.0.0.1 (its own process) with the buckets
+    ``tests.stores.BUCKET_IN`` and ``BUCKET_OUT``, for the session.
+
+    Yields ``(env, client)``: the environment that points at it (not set here: a test
+    sets it where it needs it) and a boto3 S3 client on it.
+    """
+    import sys
+
+    import boto3
+
+    from tests.stores import BUCKET_IN, BUCKET_OUT, free_port, s3_env, start_server, stop_server
+
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    port = endpoint.rsplit(":", 1)[1]
+    log = open(tmp_path_factory.mktemp("moto") / "server.log", "wb")  # noqa: SIM115
+    cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port]
+    server = start_server(cmd, endpoint + "/moto-api/", log, "moto server")
+    env = s3_env(endpoint)
+    client = boto3.client("s3", endpoint_url=endpoint, region_name=env["AWS_DEFAULT_REGION"],
+                          aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+    for bucket in (BUCKET_IN, BUCKET_OUT):
+        client.create_bucket(Bucket=bucket)
+    yield env, client
+    stop_server(server)
+    log.close()

@@ -30,6 +30,8 @@ from tristream.shards.files import iter_raw_rows, shard_files
 REPO = Path(__file__).resolve().parents[1]
 #: Small and quick: two clips of about a second, short side 32, 10-frame segments.
 RUN_FLAGS = ["--short-side", "32", "--max-frames", "10", "--format", "both", "--workers", "1"]
+#: The S3 server's buckets (``s3_server`` in conftest.py): inputs and outputs.
+BUCKET_IN, BUCKET_OUT = "tristream-in", "tristream-out"
 #: The clips' paths under the folder (or prefix) ``videos/``.
 CLIPS = ("carphone.mp4", "street/bikes.mp4")
 
@@ -68,6 +70,16 @@ def stop_server(server: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         server.kill()
         server.wait()
+
+
+def s3_env(endpoint: str) -> dict[str, str]:
+    """The environment that points AWS clients (boto3, pyarrow, Beam) at ``endpoint``."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
 
 
 def make_clips(folder: Path, bikes: str, carphone: str) -> Path:

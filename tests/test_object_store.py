@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +22,8 @@ import pyarrow.fs as pafs
 import pytest
 
 from tests.stores import (
+    BUCKET_IN,
+    BUCKET_OUT,
     REPO,
     check_trainer_reads,
     cli_run,
@@ -30,48 +31,26 @@ from tests.stores import (
     one_error_line,
     rows_without_source,
     run_config,
-    start_server,
-    stop_server,
 )
 from tristream.cli import main
 from tristream.config import RunConfig
 from tristream.pipeline.run import run
 from tristream.shards import ShardDataset, read_rows
 
-IN, OUT = "tristream-in", "tristream-out"
+IN, OUT = BUCKET_IN, BUCKET_OUT
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """A moto S3 server on 127.0.0.1 (its own process) and the environment that points at it.
-
-    Yields ``(env, client)``: ``env`` for subprocesses (also set in this process
-    while the module runs), ``client`` a boto3 S3 client on the server.
-    """
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log = open(tmp_path_factory.mktemp("moto") / "server.log", "wb")  # noqa: SIM115
-    cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    server = start_server(cmd, endpoint + "/moto-api/", log, "moto server")
-    env = {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
+def s3(s3_server):
+    """The S3 server (``s3_server``), its environment set in this process while the module
+    runs. Yields ``(env, client)``: ``env`` for subprocesses, ``client`` a boto3 client."""
+    env, client = s3_server
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
         mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
         mp.delenv("AWS_PROFILE", raising=False)
-        import boto3
-
-        client = boto3.client("s3", endpoint_url=endpoint)
-        client.create_bucket(Bucket=IN)
-        client.create_bucket(Bucket=OUT)
         yield {**os.environ, **env}, client
-    stop_server(server)
-    log.close()
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.helpers import ffmpeg, reference_frames
+from tests.stores import BUCKET_IN, BUCKET_OUT, rows_without_source
 from tristream.cli import main
 from tristream.config import RunConfig
 from tristream.pipeline.run import run
@@ -290,20 +292,37 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 
 
 def test_dask_cluster_of_separate_processes_writes_the_same_shards(
-    small_manifest, reference, tmp_path
+    small_manifest, reference, s3_server, tmp_path, monkeypatch
 ):
     """`dask scheduler` and two `dask worker` processes on localhost, `tristream run` as a
-    client in its own process: the shards are the local run's, and the videos were
-    processed in the worker processes."""
+    client in its own process, and the videos, the manifest and the output on an S3 bucket
+    (a real S3-compatible server; no folder is shared): the rows are the local run's, but
+    for their source naming the bucket, and the videos were processed in the worker
+    processes, which read them from the bucket and wrote the cache there."""
     import distributed
     import psutil
 
     ref, _ = reference
+    s3env, s3 = s3_server
+    for key, value in s3env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    rows = list(csv.DictReader(open(small_manifest)))
+    for path in sorted({r["path"] for r in rows}):
+        s3.upload_file(path, BUCKET_IN, f"dask/{Path(path).name}")
+    for r in rows:
+        r["path"] = f"s3://{BUCKET_IN}/dask/{Path(r['path']).name}"
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    s3.put_object(Bucket=BUCKET_IN, Key="dask/m.csv", Body=text.getvalue().encode())
+    manifest, out = f"s3://{BUCKET_IN}/dask/m.csv", f"s3://{BUCKET_OUT}/dask"
     dask = str(Path(sys.executable).with_name("dask"))
-    env = dict(os.environ)  # the same ffmpeg (PATH) and venv for every process
+    env = dict(os.environ)  # the same ffmpeg (PATH), venv and S3 endpoint for every process
     logs = tmp_path / "logs"
     logs.mkdir()
-    out = tmp_path / "out"
     procs: list[subprocess.Popen] = []
     family: list[psutil.Process] = []
 
@@ -343,7 +362,7 @@ def test_dask_cluster_of_separate_processes_writes_the_same_shards(
             family += [c for p in family for c in p.children(recursive=True)]
             cpu_before = {a: sum(w.cpu_times()[:2]) for a, w in workers.items()}
             with distributed.get_task_stream(client) as stream:
-                cmd = [*_cli(small_manifest, out), "--runner", "DaskRunner",
+                cmd = [*_cli(manifest, out), "--runner", "DaskRunner",
                        "--dask_client_address", address]  # fmt: skip
                 done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, timeout=300)
             assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:] + (
@@ -364,7 +383,10 @@ def test_dask_cluster_of_separate_processes_writes_the_same_shards(
     assert {w for _, w in long} == set(workers), long
     assert all("from_sequence-apply_dofn_to_bundle-" in key for key, _ in long), long
     assert min(cpu.values()) > 3, cpu
-    assert _shard_bytes(out) == _shard_bytes(ref)
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["totals"]["videos_written"] == 3
+    assert rows_without_source(out) == rows_without_source(ref)
+    assert {r["source"] for r in read_rows(out, fmt="parquet")} == {r["path"] for r in rows}
+    listed = s3.list_objects_v2(Bucket=BUCKET_OUT, Prefix="dask/shards/")["Contents"]
+    assert sorted(o["Key"].rsplit("/", 1)[1] for o in listed) == sorted(_shard_bytes(ref))
+    summary = json.loads(s3.get_object(Bucket=BUCKET_OUT, Key="dask/manifest.json")["Body"].read())
+    assert summary["totals"]["videos_written"] == 3
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family)
