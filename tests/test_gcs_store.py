@@ -86,8 +86,9 @@ def bucket_run(gcs, tmp_path_factory):
     """``tristream run`` from bucket to bucket through the CLI's ``main``, with its own
     temporary folder. Returns the output URI, that folder and what the run printed.
 
-    (In this process: a Beam process without Google credentials spends about 18 s on
-    finding none, once; the CLI in a subprocess is tested against S3.)
+    (In this process: with the gcp extra installed, a Beam process without Google
+    credentials spends about 18 s on finding none, once; the CLI in a subprocess is
+    tested against S3.)
     """
     out = f"gs://{OUT}/run1"
     tmp = tmp_path_factory.mktemp("run_tmp")
