@@ -82,6 +82,15 @@ def s3_env(endpoint: str) -> dict[str, str]:
     }
 
 
+def use_s3(mp, env: dict[str, str]) -> None:
+    """Point this process at the S3 server of ``env`` (:func:`s3_env`) through the
+    MonkeyPatch ``mp``, dropping what would override it (``AWS_ENDPOINT_URL_S3``, a profile)."""
+    for key, value in env.items():
+        mp.setenv(key, value)
+    mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    mp.delenv("AWS_PROFILE", raising=False)
+
+
 def make_clips(folder: Path, bikes: str, carphone: str) -> Path:
     """Two short real clips (about a second each, H.264) under ``folder/videos``
     (:data:`CLIPS`); returns that folder."""

@@ -31,6 +31,7 @@ from tests.stores import (
     one_error_line,
     rows_without_source,
     run_config,
+    use_s3,
 )
 from tristream.cli import main
 from tristream.config import RunConfig
@@ -46,10 +47,7 @@ def s3(s3_server):
     runs. Yields ``(env, client)``: ``env`` for subprocesses, ``client`` a boto3 client."""
     env, client = s3_server
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-        mp.delenv("AWS_PROFILE", raising=False)
+        use_s3(mp, env)
         yield {**os.environ, **env}, client
 
 

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.helpers import ffmpeg, reference_frames
-from tests.stores import BUCKET_IN, BUCKET_OUT, rows_without_source
+from tests.stores import BUCKET_IN, BUCKET_OUT, rows_without_source, use_s3
 from tristream.cli import main
 from tristream.config import RunConfig
 from tristream.pipeline.run import run
@@ -304,11 +304,8 @@ def test_dask_cluster_of_separate_processes_writes_the_same_shards(
 
     ref, _ = reference
     s3env, s3 = s3_server
-    for key, value in s3env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    rows = list(csv.DictReader(open(small_manifest)))
+    use_s3(monkeypatch, s3env)
+    rows = list(csv.DictReader(Path(small_manifest).read_text().splitlines()))
     for path in sorted({r["path"] for r in rows}):
         s3.upload_file(path, BUCKET_IN, f"dask/{Path(path).name}")
     for r in rows:
