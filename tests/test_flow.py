@@ -1,4 +1,5 @@
-"""TV-L1 flow (OpenCV backend) on real images: known shifts are recovered."""
+"""TV-L1 flow backends (tvl1, the default, and OpenCV) on real images: known shifts are
+recovered, parameters are checked, the backends agree."""
 
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ def _shifted(img, dx, dy):
                           borderMode=cv2.BORDER_REFLECT)  # fmt: skip
 
 
+@pytest.mark.parametrize("backend", ["tvl1", "opencv"])
 @pytest.mark.parametrize("dx,dy", [(2.0, -1.0), (-1.5, 2.5)])
-def test_known_shift_of_a_real_image_is_recovered(dx, dy):
+def test_known_shift_of_a_real_image_is_recovered(dx, dy, backend):
     img = _real_image()
     frames = np.stack([img, _shifted(img, dx, dy)])
-    flow = compute_flow(frames)
+    flow = compute_flow(frames, backend=backend)
     assert flow.shape == (1, 64, 80, 2) and flow.dtype == np.float32
     inner = flow[0, 10:-10, 10:-10]
     assert np.median(inner[..., 0]) == pytest.approx(dx, abs=0.2)
@@ -39,25 +41,35 @@ def test_gray_and_rgb_inputs_agree_and_short_inputs_are_empty():
     assert compute_flow(frames[:1]).shape == (0, 64, 80, 2)
 
 
-def test_parameters_reach_opencv_and_are_checked():
+@pytest.mark.parametrize("backend", ["tvl1", "opencv"])
+def test_parameters_reach_the_backend_and_are_checked(backend):
     img = _real_image()
     frames = np.stack([img, _shifted(img, 3, 0)])
-    coarse = compute_flow(frames, nscales=1, warps=1, outer_iterations=1, inner_iterations=2)
-    assert not np.allclose(coarse, compute_flow(frames))
+    coarse = compute_flow(
+        frames, backend, nscales=1, warps=1, outer_iterations=1, inner_iterations=2
+    )
+    assert not np.allclose(coarse, compute_flow(frames, backend))
     with pytest.raises(ValueError, match="unknown TV-L1 parameter"):
         tvl1_params(lamda=0.1)
-    with pytest.raises(ValueError, match="unknown flow backend"):
+    with pytest.raises(ValueError, match="nscales must be an int"):
+        tvl1_params(nscales=5.0)  # 5.0 would fail every video at the flow stage
+    with pytest.raises(ValueError, match="tau must be a finite float"):
+        tvl1_params(tau=float("nan"))
+    assert tvl1_params(tau=1) == tvl1_params(tau=1.0)  # one spelling, one config hash
+    with pytest.raises(ValueError, match="unknown flow backend 'farneback'"):
         compute_flow(frames, backend="farneback")
-    assert "opencv" in BACKENDS
+    with pytest.raises(ValueError, match="'torch' is now 'tvl1'"):
+        compute_flow(frames, backend="torch")
+    assert {"opencv", "tvl1"} <= set(BACKENDS)
 
 
-def test_torch_backend_matches_opencv_on_real_frames_and_falls_back_to_cpu(bikes, caplog):
+def test_tvl1_backend_matches_opencv_on_real_frames_and_falls_back_to_cpu(bikes, caplog):
     from tristream.transforms.decode import decode_video
 
     frames = decode_video(bikes, short_side=48, start=2.0, end=2.2)  # 5 frames, 4 pairs
     ref = compute_flow(frames, backend="opencv")
     with caplog.at_level("WARNING"):
-        got = compute_flow(frames, backend="torch", device="cuda", batch_size=3)
+        got = compute_flow(frames, backend="tvl1", device="cuda", batch_size=3)
     assert got.shape == ref.shape and got.dtype == np.float32
     assert np.linalg.norm(got - ref, axis=-1).mean() < 0.05
     import torch
@@ -66,13 +78,13 @@ def test_torch_backend_matches_opencv_on_real_frames_and_falls_back_to_cpu(bikes
         assert "using the CPU" in caplog.text
 
 
-def test_torch_backend_automatic_batch_size_is_the_same_flow(bikes):
+def test_tvl1_backend_automatic_batch_size_is_the_same_flow(bikes):
     # batch_size 0 (the CLI's default) picks the batch: the GPU's free memory on CUDA,
     # 16 pairs on the CPU. Pairs are solved independently, so the flow is the same.
     from tristream.transforms.decode import decode_video
 
     frames = decode_video(bikes, short_side=32, start=2.0, end=2.2)  # 5 frames, 4 pairs
-    auto = compute_flow(frames, backend="torch", device="auto", batch_size=0)
-    fixed = compute_flow(frames, backend="torch", device="auto", batch_size=1)
+    auto = compute_flow(frames, backend="tvl1", device="auto", batch_size=0)
+    fixed = compute_flow(frames, backend="tvl1", device="auto", batch_size=1)
     assert auto.shape == (4, 32, 76, 2)
-    np.testing.assert_allclose(auto, fixed, atol=1e-5)
+    assert np.array_equal(auto, fixed)

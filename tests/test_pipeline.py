@@ -227,39 +227,32 @@ def test_cli_exit_codes_and_flow_none(tmp_path, carphone, capsys):
     assert [r["video_id"] for r in read_rows(out)] == ["good"]
 
 
-def test_flow_torch_backend_in_the_pipeline(
-    tmp_path, carphone, torch_threads, stage_torch_threads, monkeypatch
-):
-    from tristream.models import tvl1_triton
-    from tristream.models.common import resolve_device, usable_cpus
+def test_flow_tvl1_backend_in_the_pipeline(tmp_path, carphone, monkeypatch):
+    from tristream.models.common import resolve_device
+    from tristream.models.tvl1 import triton_kernels
 
     # Triton's CPU interpreter is a test mode that tests/test_tvl1_kernels.py switches on
     # for the whole session; a user's CPU has none, so the triton path cannot run here.
-    monkeypatch.setattr(tvl1_triton, "INTERPRETED", False)
+    monkeypatch.setattr(triton_kernels, "INTERPRETED", False)
 
     rows = {}
-    for backend in ("opencv", "torch"):
+    for backend in ("opencv", "tvl1"):
         out = tmp_path / backend
         args = ["run", "--input", carphone, "--output", str(out), "--short-side", "32",
                 "--max-frames", "10", "--flow", backend, "--flow-batch-size", "4",
                 "--device", "auto"]  # fmt: skip
-        if backend == "torch":  # a path that cannot run here: said so, and counted
+        if backend == "tvl1":  # a path that cannot run here: said so, and counted
             args += ["--flow-kernel", "compiled" if resolve_device("auto") != "cpu" else "triton"]
         assert main(args) == 0
         rows[backend] = sorted(read_rows(out), key=lambda r: r["segment"])
         assert rows[backend][0]["meta"]["flow_backend"] == backend
         metrics = json.loads((out / "manifest.json").read_text())["metrics"]
-        if backend == "torch" and resolve_device("auto") == "cpu":
+        if backend == "tvl1" and resolve_device("auto") == "cpu":
             # Triton runs on CUDA only: each of the 11 segments fell back to eager, and
             # the manifest says so.
             assert metrics["flow_kernel_eager"] == 11 and metrics["flow_kernel_fallbacks"] == 11
             assert "flow_kernel_triton" not in metrics
-    if resolve_device("auto") == "cpu" and usable_cpus() > 1:
-        # --workers 0 runs one worker thread per CPU: the flow stage gave each one torch
-        # thread, so that their OpenMP teams fit the CPUs (3x slower otherwise); torch's
-        # count is per thread. One entry per video: the opencv run gave torch no work.
-        assert torch_threads > 1 and stage_torch_threads[1:] == [1]
-    assert len(rows["torch"]) == len(rows["opencv"]) == 11  # 100 frames in segments of 10
-    for a, b in zip(rows["opencv"], rows["torch"]):
+    assert len(rows["tvl1"]) == len(rows["opencv"]) == 11  # 100 frames in segments of 10
+    for a, b in zip(rows["opencv"], rows["tvl1"]):
         assert np.array_equal(a["rgb"], b["rgb"])
         assert np.linalg.norm(a["flow"] - b["flow"], axis=-1).mean() < 0.1

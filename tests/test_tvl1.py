@@ -7,10 +7,7 @@ Triton) are tested in ``test_tvl1_kernels.py``. Missing test data is an error, n
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -19,16 +16,26 @@ import pytest
 import skimage.data as skdata
 import torch
 
-from tristream.models import tvl1 as tvl1_module
 from tristream.models.tvl1 import (
     CPU_MAX_BATCH,
     TVL1,
     TVL1Params,
+    TVL1Solver,
     TVL1Stats,
     cuda_batch_size,
     pair_bytes,
     tvl1_flow,
 )
+from tristream.models.tvl1 import ops as tvl1_ops
+
+#: The CPU kernel paths checked against OpenCV: the torch reference and the fused default.
+CPU_KERNELS = ["eager", "fused"]
+
+
+@pytest.fixture(params=CPU_KERNELS)
+def kernel(request) -> str:
+    return request.param
+
 
 DATA = Path(os.environ.get("TRISTREAM_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
 
@@ -53,8 +60,13 @@ def _opencv(i0: np.ndarray, i1: np.ndarray, **setters: object) -> np.ndarray:
     return tv.calc(i0, i1, None)
 
 
-def _torch(i0: np.ndarray, i1: np.ndarray, params: TVL1Params | None = None) -> np.ndarray:
-    return tvl1_flow(_t(i0), _t(i1), params)[0].numpy()
+def _torch(
+    i0: np.ndarray, i1: np.ndarray, params: TVL1Params | None = None, kernel: str = "eager"
+) -> np.ndarray:
+    stats = TVL1Stats()
+    flow = tvl1_flow(_t(i0), _t(i1), params, kernel=kernel, stats=stats)[0].numpy()
+    assert stats.kernel == kernel or (kernel == "fused" and params is not None and params.gamma)
+    return flow
 
 
 def _video_frames(name: str, size: tuple[int, int], start: int, count: int) -> list[np.ndarray]:
@@ -126,30 +138,29 @@ def test_default_params_are_opencv_defaults() -> None:
 
 def test_building_blocks_match_opencv() -> None:
     """Pyramid resize, flow upsampling, median filter and bicubic warp as OpenCV does them."""
-    from tristream.models import tvl1 as m
-
+    m = tvl1_ops
     rng = np.random.default_rng(0)
     img = (rng.random((37, 53)) * 255).astype(np.float32)
     t = torch.from_numpy(img)[None]
     down = cv2.resize(img, None, fx=0.8, fy=0.8, interpolation=cv2.INTER_LINEAR)
-    np.testing.assert_allclose(m._downscale(t, 0.8)[0].numpy(), down, atol=1e-3)
+    np.testing.assert_allclose(m.downscale(t, 0.8)[0].numpy(), down, atol=1e-3)
     up = cv2.resize(down, (53, 37), interpolation=cv2.INTER_LINEAR)
     np.testing.assert_allclose(
-        m._resize_to(torch.from_numpy(down)[None], 37, 53)[0].numpy(), up, atol=1e-3
+        m.resize_to(torch.from_numpy(down)[None], 37, 53)[0].numpy(), up, atol=1e-3
     )
     for k in (3, 5):  # exact, including ties and replicated borders
-        np.testing.assert_array_equal(m._median_filter(t, k)[0].numpy(), cv2.medianBlur(img, k))
+        np.testing.assert_array_equal(m.median_filter(t, k)[0].numpy(), cv2.medianBlur(img, k))
     ties = torch.from_numpy(rng.integers(0, 3, (2, 20, 30)).astype(np.float32))
     for k in (5, 7):
         ref = torch.nn.functional.unfold(m._pad_replicate(ties, k // 2)[:, None], k)
         ref = ref.view(2, k * k, 20, 30).median(dim=1).values
-        assert torch.equal(m._median_filter(ties, k), ref)
+        assert torch.equal(m.median_filter(ties, k), ref)
     u1 = (rng.random((37, 53)) * 8 - 4).astype(np.float32)
     u2 = (rng.random((37, 53)) * 8 - 4).astype(np.float32)
     mx = np.arange(53, dtype=np.float32)[None] + u1
     my = np.arange(37, dtype=np.float32)[:, None] + u2
     ref = cv2.remap(img, mx, my, cv2.INTER_CUBIC)  # zero border, as TV-L1 uses it
-    got = m._warp_bicubic(t[:, None], torch.from_numpy(u1)[None], torch.from_numpy(u2)[None])
+    got = m.warp_bicubic(t[:, None], torch.from_numpy(u1)[None], torch.from_numpy(u2)[None])
     np.testing.assert_allclose(got[0, 0].numpy(), ref, atol=5e-3)
 
 
@@ -162,16 +173,18 @@ def test_building_blocks_match_opencv() -> None:
     [((2, -1), 1), ((3, -2), 4)],  # integer (2, -1) px; sub-pixel (0.75, -0.5) px
     ids=["integer", "subpixel"],
 )
-def test_translation_of_real_image_is_recovered(shift_hr: tuple[int, int], factor: int) -> None:
+def test_translation_of_real_image_is_recovered(
+    shift_hr: tuple[int, int], factor: int, kernel: str
+) -> None:
     i0, i1 = _camera_crops(shift_hr, factor)
-    flow = _torch(i0, i1)
+    flow = _torch(i0, i1, kernel=kernel)
     expect = np.array(shift_hr, np.float32) / factor
     inner = flow[8:-8, 8:-8]
     np.testing.assert_allclose(np.median(inner.reshape(-1, 2), axis=0), expect, atol=0.05)
     assert _epe(inner, np.broadcast_to(expect, inner.shape)) < 0.1
 
 
-def test_smooth_warp_is_recovered_like_opencv() -> None:
+def test_smooth_warp_is_recovered_like_opencv(kernel: str) -> None:
     """Real image warped by a smooth field of up to +-3 px; torch's EPE is OpenCV's."""
     h, w = 64, 96
     src = cv2.resize(skdata.astronaut(), (2 * w, 2 * h), interpolation=cv2.INTER_AREA)
@@ -184,7 +197,7 @@ def test_smooth_warp_is_recovered_like_opencv() -> None:
     i0 = cv2.remap(i1, mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
     valid = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
     ref = _opencv(i0, i1)
-    got = _torch(i0, i1)
+    got = _torch(i0, i1, kernel=kernel)
     e_cv, e_torch = _epe(ref, gt, valid), _epe(got, gt, valid)
     assert e_torch < 0.5, (e_torch, e_cv)
     assert e_torch <= 1.05 * e_cv + 0.01, (e_torch, e_cv)
@@ -212,11 +225,11 @@ def _stereo_pair(short_side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return i0, i1, gt, valid
 
 
-def test_stereo_motorcycle_against_ground_truth_and_opencv() -> None:
+def test_stereo_motorcycle_against_ground_truth_and_opencv(kernel: str) -> None:
     """Real stereo pair (Middlebury), downscaled to 64 px short side: u = -disparity."""
     i0, i1, gt, valid = _stereo_pair(64)
     ref = _opencv(i0, i1)
-    got = _torch(i0, i1)
+    got = _torch(i0, i1, kernel=kernel)
     e_cv, e_torch = _epe(ref, gt, valid), _epe(got, gt, valid)
     assert e_torch < 1.5, (e_torch, e_cv)
     assert e_torch <= 1.05 * e_cv, (e_torch, e_cv)
@@ -225,7 +238,7 @@ def test_stereo_motorcycle_against_ground_truth_and_opencv() -> None:
     assert _epe(got, ref) < 0.1
 
 
-def test_stereo_motorcycle_agrees_with_opencv_as_opencv_agrees_with_itself() -> None:
+def test_stereo_motorcycle_agrees_with_opencv_as_opencv_agrees_with_itself(kernel: str) -> None:
     """At 256 px short side the large disparities make TV-L1 chaotic (RESULTS.md): OpenCV
     moves ~0.4 px when its input moves by 1e-4 grey levels. The torch solver must be about
     as close to OpenCV as that (measured 0.43 px vs 0.40 px, 77% vs 80% within one level);
@@ -237,7 +250,7 @@ def test_stereo_motorcycle_agrees_with_opencv_as_opencv_agrees_with_itself() -> 
     moved = _opencv(((i0 + noise) / 255.0).astype(np.float32), (i1 / 255.0).astype(np.float32))
     floor = _epe(moved, ref)
     floor_within = np.mean(np.abs(_quantise(moved) - _quantise(ref)) <= 1)
-    got = _torch(i0, i1)
+    got = _torch(i0, i1, kernel=kernel)
     within = np.mean(np.abs(_quantise(got) - _quantise(ref)) <= 1)
     assert 0.1 < floor < 1.0, floor  # the chaotic regime this test is about
     assert _epe(got, ref) <= 1.25 * floor, (_epe(got, ref), floor)
@@ -252,12 +265,14 @@ def test_stereo_motorcycle_agrees_with_opencv_as_opencv_agrees_with_itself() -> 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_agrees_with_opencv_on_real_video_pairs(video_pairs, device: str) -> None:
+@pytest.mark.parametrize(
+    ("device", "path"), [("cpu", k) for k in CPU_KERNELS] + [(d, "auto") for d in DEVICES[1:]]
+)
+def test_agrees_with_opencv_on_real_video_pairs(video_pairs, device: str, path: str) -> None:
     """Measured on these pairs: mean EPE 0.012 .. 0.038 px, >= 99% within one level."""
     i0 = _t(*(a for a, _ in video_pairs)).to(device)
     i1 = _t(*(b for _, b in video_pairs)).to(device)
-    flow = tvl1_flow(i0, i1)
+    flow = tvl1_flow(i0, i1, kernel=path)
     assert flow.device == i0.device
     got = flow.cpu().numpy()
     for (i0, i1), g in zip(video_pairs, got):
@@ -267,9 +282,9 @@ def test_agrees_with_opencv_on_real_video_pairs(video_pairs, device: str) -> Non
         assert np.mean(np.abs(_quantise(g) - _quantise(ref)) <= 1) > 0.98
 
 
-def test_gamma_and_initial_flow_agree_with_opencv(video_pairs) -> None:
+def test_gamma_and_initial_flow_agree_with_opencv(video_pairs, kernel: str) -> None:
     i0, i1 = video_pairs[0]
-    got = _torch(i0, i1, TVL1Params(gamma=0.5))
+    got = _torch(i0, i1, TVL1Params(gamma=0.5), kernel)
     assert _epe(got, _opencv(i0, i1, Gamma=0.5)) < 0.08
 
     init = np.random.default_rng(1).uniform(-1, 1, (*i0.shape, 2)).astype(np.float32)
@@ -277,12 +292,13 @@ def test_gamma_and_initial_flow_agree_with_opencv(video_pairs) -> None:
     tv.setUseInitialFlow(True)
     ref = tv.calc(i0, i1, init.copy())
     got = tvl1_flow(
-        _t(i0), _t(i1), TVL1Params(use_initial_flow=True), torch.from_numpy(init)[None]
-    )[0].numpy()
+        _t(i0), _t(i1), TVL1Params(use_initial_flow=True), torch.from_numpy(init)[None],
+        kernel=kernel,
+    )[0].numpy()  # fmt: skip
     assert _epe(got, ref) < 0.08
 
 
-def test_non_default_parameters_agree_with_opencv(video_pairs) -> None:
+def test_non_default_parameters_agree_with_opencv(video_pairs, kernel: str) -> None:
     """No median filter, fewer scales/warps, other step sizes: agreement to ~1e-4 px."""
     i0, i1 = video_pairs[2]
     params = TVL1Params(
@@ -293,15 +309,15 @@ def test_non_default_parameters_agree_with_opencv(video_pairs) -> None:
         i0, i1, MedianFiltering=1, ScalesNumber=3, WarpingsNumber=3, Lambda=0.05, Tau=0.2,
         Theta=0.5, InnerIterations=10, OuterIterations=3,
     )  # fmt: skip
-    assert _epe(_torch(i0, i1, params), ref) < 2e-3
+    assert _epe(_torch(i0, i1, params, kernel), ref) < 2e-3
 
 
 @pytest.mark.parametrize("size", [(24, 32), (12, 15)])
-def test_small_frames_cut_the_pyramid_like_opencv(video_pairs, size) -> None:
+def test_small_frames_cut_the_pyramid_like_opencv(video_pairs, size, kernel: str) -> None:
     """Levels below 16 px are not built (24x32: 2 levels; 12x15: 1 level)."""
     h, w = size
     i0, i1 = (f[10 : 10 + h, 20 : 20 + w].copy() for f in video_pairs[2])
-    assert _epe(_torch(i0, i1), _opencv(i0, i1)) < 1e-3
+    assert _epe(_torch(i0, i1, kernel=kernel), _opencv(i0, i1)) < 1e-3
 
 
 @pytest.mark.slow
@@ -329,33 +345,35 @@ def test_batch_gives_the_same_flow_as_single_pairs(video_pairs) -> None:
     i0 = _t(*(a for a, _ in video_pairs))
     i1 = _t(*(b for _, b in video_pairs))
     n = len(video_pairs)
-    batched = tvl1_flow(i0, i1, max_batch=n)  # one batch, as on a GPU
+    batched = tvl1_flow(i0, i1, max_batch=n, kernel="eager")  # one batch, as on a GPU
     for k in range(n):
-        alone = tvl1_flow(i0[k : k + 1], i1[k : k + 1])[0]
+        alone = tvl1_flow(i0[k : k + 1], i1[k : k + 1], kernel="eager")[0]
         torch.testing.assert_close(batched[k], alone, atol=1e-4, rtol=0)
     # Order inside the batch does not matter either.
-    flipped = tvl1_flow(i0.flip(0), i1.flip(0), max_batch=n).flip(0)
+    flipped = tvl1_flow(i0.flip(0), i1.flip(0), max_batch=n, kernel="eager").flip(0)
     torch.testing.assert_close(flipped, batched, atol=1e-4, rtol=0)
-    # On CPU the default solves CPU_MAX_BATCH pairs at a time: same flow, every pair kept.
+    # On CPU eager solves CPU_MAX_BATCH pairs at a time: same flow, every pair kept.
     assert n > CPU_MAX_BATCH
-    chunked = tvl1_flow(i0, i1)
+    stats = TVL1Stats()
+    chunked = tvl1_flow(i0, i1, kernel="eager", stats=stats)
+    assert stats.batches == -(-n // CPU_MAX_BATCH)
     assert chunked.shape == batched.shape
     torch.testing.assert_close(chunked, batched, atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="max_batch"):
         tvl1_flow(i0, i1, max_batch=0)
 
 
-def test_chunked_batch_carries_the_initial_flow_of_each_pair(video_pairs) -> None:
+def test_chunked_batch_carries_the_initial_flow_of_each_pair(video_pairs, kernel: str) -> None:
     """With use_initial_flow, each chunk starts from its own pairs' initial flows."""
     i0 = _t(*(a for a, _ in video_pairs))
     i1 = _t(*(b for _, b in video_pairs))
     params = TVL1Params(use_initial_flow=True, nscales=2, warps=2)
     init = torch.zeros((*i0.shape, 2))
     init[1, ..., 0] = 3.0  # only the second pair starts elsewhere
-    whole = tvl1_flow(i0, i1, params, init, max_batch=len(video_pairs))
-    chunked = tvl1_flow(i0, i1, params, init, max_batch=1)
+    whole = tvl1_flow(i0, i1, params, init, max_batch=len(video_pairs), kernel=kernel)
+    chunked = tvl1_flow(i0, i1, params, init, max_batch=1, kernel=kernel)
     torch.testing.assert_close(chunked, whole, atol=1e-4, rtol=0)
-    zero_start = tvl1_flow(i0[1:2], i1[1:2], params, torch.zeros_like(init[1:2]))[0]
+    zero_start = tvl1_flow(i0[1:2], i1[1:2], params, torch.zeros_like(init[1:2]), kernel=kernel)[0]
     assert (chunked[1] - zero_start).abs().max() > 0.1
 
 
@@ -373,10 +391,11 @@ def test_converged_pair_stops_while_the_other_continues(
     moving = video_pairs[1]
     i0 = _t(still, moving[0]).to(device)
     i1 = _t(still, moving[1]).to(device)
-    both = tvl1_flow(i0, i1, max_batch=2, sync_every=sync_every)
+    both = tvl1_flow(i0, i1, max_batch=2, sync_every=sync_every, kernel="eager")
     assert both[0].abs().max() < 1e-3
-    torch.testing.assert_close(both[0], tvl1_flow(i0[:1], i1[:1])[0], atol=1e-5, rtol=0)
-    torch.testing.assert_close(both[1], tvl1_flow(i0[1:], i1[1:])[0], atol=1e-4, rtol=0)
+    alone = [tvl1_flow(i0[k : k + 1], i1[k : k + 1], kernel="eager")[0] for k in (0, 1)]
+    torch.testing.assert_close(both[0], alone[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(both[1], alone[1], atol=1e-4, rtol=0)
     assert both[1].abs().mean() > 0.1
 
 
@@ -406,55 +425,7 @@ def test_module_dtypes_and_validation(video_pairs) -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# device-side convergence: the same flow as before, one host read per outer run
-
-# The last commit of the solver that asked the host after every inner iteration.
-PRE_DEVICE_CONVERGENCE = "60690ef5c6a5ac910004c2c03a55cc8d68b74319"
-
-
-@pytest.fixture(scope="module")
-def previous_solver():
-    """``tristream/models/tvl1.py`` as of :data:`PRE_DEVICE_CONVERGENCE`, imported apart.
-
-    Read from this repository's git history; a missing history is an error.
-    """
-    repo = Path(__file__).resolve().parents[1]
-    source = subprocess.run(
-        ["git", "show", f"{PRE_DEVICE_CONVERGENCE}:tristream/models/tvl1.py"],
-        cwd=repo, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    name = "tvl1_before_device_convergence"
-    spec = importlib.util.spec_from_loader(name, loader=None)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up
-    try:
-        exec(
-            compile(source, f"<git {PRE_DEVICE_CONVERGENCE[:7]}>/tvl1.py", "exec"), module.__dict__
-        )
-        yield module
-    finally:
-        del sys.modules[name]
-
-
-@pytest.mark.parametrize("sync_every", [1, 7, 30])
-def test_flow_is_bit_identical_to_the_host_synchronised_solver(
-    video_pairs, previous_solver, sync_every: int
-) -> None:
-    """Masking converged pairs on the device and compacting at host reads gives exactly the
-    flow of the solver that asked the host after every inner iteration, whenever the reads
-    happen (real frames, three pairs solved together, with and without gamma)."""
-    i0 = _t(*(a for a, _ in video_pairs))
-    i1 = _t(*(b for _, b in video_pairs))
-    before = previous_solver.tvl1_flow(i0, i1, max_batch=3)
-    now = tvl1_flow(i0, i1, max_batch=3, sync_every=sync_every)
-    assert torch.equal(now, before), (now - before).abs().max()
-    small = dict(nscales=3, warps=2, gamma=0.5)
-    before = previous_solver.tvl1_flow(
-        i0[:2], i1[:2], previous_solver.TVL1Params(**small), max_batch=2
-    )
-    now = tvl1_flow(i0[:2], i1[:2], TVL1Params(**small), max_batch=2, sync_every=sync_every)
-    assert torch.equal(now, before), (now - before).abs().max()
+# device-side convergence (torch paths): one host read per outer run, the same flow
 
 
 def test_host_reads_the_mask_at_most_once_per_outer_run(video_pairs) -> None:
@@ -465,12 +436,15 @@ def test_host_reads_the_mask_at_most_once_per_outer_run(video_pairs) -> None:
     params = TVL1Params()
     levels = params.nscales  # 64x96 keeps all 5 (the smallest is 26x39)
     per_run = TVL1Stats()
-    a = tvl1_flow(i0, i1, params, max_batch=3, sync_every=params.inner_iterations, stats=per_run)
+    a = tvl1_flow(
+        i0, i1, params, max_batch=3, sync_every=params.inner_iterations, stats=per_run,
+        kernel="eager",
+    )  # fmt: skip
     assert per_run.batches == 1
     assert 0 < per_run.host_syncs <= per_run.outer_runs
     assert per_run.outer_runs <= levels * params.warps * params.outer_iterations
     every = TVL1Stats()
-    b = tvl1_flow(i0, i1, params, max_batch=3, sync_every=1, stats=every)
+    b = tvl1_flow(i0, i1, params, max_batch=3, sync_every=1, stats=every, kernel="eager")
     assert every.host_syncs == every.inner_iterations > per_run.host_syncs
     assert torch.equal(a, b)
     with pytest.raises(ValueError, match="sync_every"):
@@ -481,13 +455,17 @@ def test_host_reads_the_mask_at_most_once_per_outer_run(video_pairs) -> None:
 # out of memory: split and retry; default CUDA batch from the free memory
 
 
-def test_out_of_memory_batch_is_split_in_halves_and_no_pair_is_lost(video_pairs, monkeypatch):
-    """``before_batch`` (the documented test hook) raises torch.OutOfMemoryError for batches
-    of more than one pair: 3 pairs become 2 + 1, then 1 + 1 + 1, with every pair's flow."""
+@pytest.mark.parametrize("path", CPU_KERNELS)
+def test_out_of_memory_batch_is_split_in_halves_and_no_pair_is_lost(video_pairs, path: str):
+    """``before_batch`` (the solver's documented test hook) raises torch.OutOfMemoryError
+    for batches of more than one pair: 3 pairs become 2 + 1, then 1 + 1 + 1, with every
+    pair's flow."""
     i0 = _t(*(a for a, _ in video_pairs))
     i1 = _t(*(b for _, b in video_pairs))
     params = TVL1Params(nscales=2, warps=2, outer_iterations=3)
-    alone = torch.cat([tvl1_flow(i0[k : k + 1], i1[k : k + 1], params) for k in range(3)])
+    alone = torch.cat(
+        [tvl1_flow(i0[k : k + 1], i1[k : k + 1], params, kernel=path) for k in range(3)]
+    )
     seen: list[int] = []
 
     def tight_memory(batch: int) -> None:
@@ -495,9 +473,10 @@ def test_out_of_memory_batch_is_split_in_halves_and_no_pair_is_lost(video_pairs,
         if batch > 1:
             raise torch.OutOfMemoryError("CUDA out of memory (injected)")
 
-    monkeypatch.setattr(tvl1_module, "before_batch", tight_memory)
+    solver = TVL1Solver(params, path, max_batch=3)
+    solver.before_batch = tight_memory
     stats = TVL1Stats()
-    got = tvl1_flow(i0, i1, params, max_batch=3, stats=stats)
+    got = solver(i0, i1, stats=stats)
     assert seen == [3, 2, 1, 1, 1]
     assert stats.oom_splits == 2 and stats.batches == 3 and stats.pairs == 3
     torch.testing.assert_close(got, alone, atol=1e-5, rtol=0)
@@ -505,9 +484,9 @@ def test_out_of_memory_batch_is_split_in_halves_and_no_pair_is_lost(video_pairs,
     def no_memory(batch: int) -> None:
         raise torch.OutOfMemoryError("CUDA out of memory (injected)")
 
-    monkeypatch.setattr(tvl1_module, "before_batch", no_memory)
+    solver.before_batch = no_memory
     with pytest.raises(torch.OutOfMemoryError):  # one pair that does not fit: an error
-        tvl1_flow(i0[:1], i1[:1], params)
+        solver(i0[:1], i1[:1])
 
 
 def test_default_cuda_batch_fills_the_free_memory(monkeypatch) -> None:

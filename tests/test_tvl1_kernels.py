@@ -19,27 +19,17 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from tristream.models import tvl1  # noqa: E402
-from tristream.models import tvl1_triton as tt  # noqa: E402
 from tristream.models.tvl1 import (  # noqa: E402
     KERNEL_CHOICES,
     KERNELS,
     TVL1,
     TVL1Params,
     TVL1Stats,
+    ops,  # noqa: E402
     resolve_kernel,
     tvl1_flow,
 )
-
-
-@pytest.fixture(autouse=True)
-def fresh_kernel_state():
-    """Each test sees no earlier fallback (they are remembered per process)."""
-    for table in (tvl1._UNAVAILABLE, tvl1._WARNED, tvl1._PATH_CACHE):
-        table.clear()
-    yield
-    for table in (tvl1._UNAVAILABLE, tvl1._WARNED, tvl1._PATH_CACHE):
-        table.clear()
+from tristream.models.tvl1 import triton_kernels as tt  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -63,16 +53,16 @@ def _warping_inputs(i0: torch.Tensor, i1: torch.Tensor, flow: torch.Tensor | Non
     """The constants of one warping and a state after some eager iterations (real frames)."""
     b, h, w = i0.shape
     u = [torch.zeros_like(i0), torch.zeros_like(i0)] if flow is None else list(flow)
-    i1x, i1y = tvl1._centered_gradient(i1)
-    warped = tvl1._warp_bicubic(torch.stack([i1, i1x, i1y], 1), u[0], u[1])
+    i1x, i1y = ops.centered_gradient(i1)
+    warped = ops.warp_bicubic(torch.stack([i1, i1x, i1y], 1), u[0], u[1])
     i1w, i1wx, i1wy = warped.unbind(1)
     grad = i1wx * i1wx + i1wy * i1wy
-    nig = torch.where(grad > tvl1._FLT_EPSILON, -1.0 / grad, -1e30)
+    nig = torch.where(grad > ops.FLT_EPSILON, -1.0 / grad, -1e30)
     rho_c = i1w - i1wx * u[0] - i1wy * u[1] - i0
     consts = [i1wx.contiguous(), i1wy.contiguous(), nig, rho_c]
     state = u + [torch.zeros_like(i0) for _ in range(4)]
     for _ in range(5):  # non-zero duals and flow, as mid-solve
-        *state, _ = tvl1._iteration(*state, *consts, 0.045, 0.3, 0.25 / 0.3)
+        *state, _ = ops.iteration(*state, *consts, 0.045, 0.3, 0.25 / 0.3)
     return list(state), consts
 
 
@@ -81,9 +71,14 @@ def _warping_inputs(i0: torch.Tensor, i1: torch.Tensor, flow: torch.Tensor | Non
 
 
 def test_kernel_paths_are_registered_once_and_resolved_by_name() -> None:
-    assert KERNELS == ("eager", "compiled", "triton")
+    assert KERNELS == ("eager", "compiled", "triton", "fused")
     assert KERNEL_CHOICES == ("auto", *KERNELS)
-    assert resolve_kernel("auto", "cpu") == ("eager", None)
+    assert resolve_kernel("auto", "cpu") == ("fused", None)  # the fastest exact CPU path
+    assert resolve_kernel("auto", "cpu", TVL1Params(gamma=0.5)) == ("eager", None)
+    name, reason = resolve_kernel("fused", "cpu", TVL1Params(gamma=0.5))
+    assert name == "eager" and "gamma" in reason
+    name, reason = resolve_kernel("fused", "cuda")
+    assert name == "eager" and "CPU" in reason
     assert resolve_kernel("auto", "cuda:0") == ("triton", None)  # Triton is installed here
     assert resolve_kernel("eager", "cpu") == ("eager", None)
     assert resolve_kernel("triton", "cpu") == ("triton", None)  # interpreted
@@ -143,8 +138,8 @@ def test_failed_compilation_is_logged_and_reported(pair, monkeypatch, caplog) ->
     assert again.kernel == "eager" and again.fallback_reason == stats.fallback_reason
 
 
-def test_torch_flow_backend_takes_the_kernel_and_reports_what_ran(pair, monkeypatch) -> None:
-    """``compute_flow(..., backend="torch", kernel=..., stats=...)``: the pipeline's way in."""
+def test_tvl1_flow_backend_takes_the_kernel_and_reports_what_ran(pair, monkeypatch) -> None:
+    """``compute_flow(..., backend="tvl1", kernel=..., stats=...)``: the pipeline's way in."""
     from tristream.transforms.flow import compute_flow
 
     monkeypatch.setattr(tt, "triton", None)
@@ -152,13 +147,13 @@ def test_torch_flow_backend_takes_the_kernel_and_reports_what_ran(pair, monkeypa
     gray = torch.cat([i0, i1]).to(torch.uint8).numpy()
     small = dict(nscales=2, warps=2, outer_iterations=3)
     stats = TVL1Stats()
-    got = compute_flow(gray, backend="torch", device="cpu", kernel="triton", stats=stats, **small)
+    got = compute_flow(gray, backend="tvl1", device="cpu", kernel="triton", stats=stats, **small)
     assert stats.kernel_requested == "triton" and stats.kernel == "eager"
     assert "Triton is not installed" in stats.fallback_reason and stats.pairs == 1
     want = tvl1_flow(i0, i1, TVL1Params(**small), kernel="eager")[0].numpy()
     assert np.array_equal(got[0], want)
     with pytest.raises(ValueError, match="unknown TV-L1 kernel"):
-        compute_flow(gray, backend="torch", device="cpu", kernel="fast", **small)
+        compute_flow(gray, backend="tvl1", device="cpu", kernel="fast", **small)
 
 
 @pytest.mark.slow
@@ -194,7 +189,7 @@ def test_triton_median_is_exact(pair) -> None:
     u = torch.cat([i0 / 7.0, ties])
     for k in tt.MEDIAN_SIZES:
         got = tt.median(u, k)
-        assert torch.equal(got, tvl1._median_filter(u, k))
+        assert torch.equal(got, ops.median_filter(u, k))
         for b in range(2):
             assert np.array_equal(got[b].numpy(), cv2.medianBlur(u[b].numpy(), k))
 
@@ -215,7 +210,7 @@ def test_triton_iteration_matches_eager_and_freezes_finished_pairs(pair) -> None
     i1 = torch.cat([i1, i0[:1].flip(2)])
     state, consts = _warping_inputs(i0, i1)
     coefs = (0.045, 0.3, 0.25 / 0.3)
-    *ref, err = tvl1._iteration(*state, *consts, *coefs)
+    *ref, err = ops.iteration(*state, *consts, *coefs)
     eps = (err[0] + err[1]) / 2  # pair 0 or 1 is above it, the other below
     live = torch.tensor([True, True])
     got, got_live = tt.iteration(state, consts, live, eps, *coefs)

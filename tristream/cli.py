@@ -97,7 +97,13 @@ def _run_parser(sub) -> None:
         help="resize so the short side has this many pixels; 0 keeps the size",
     )
     p.add_argument("--max-frames", type=int, default=300, help="frames per segment (row)")
-    p.add_argument("--flow", default="opencv", choices=_Choices(_flow_choices))
+    p.add_argument(
+        "--flow",
+        default="tvl1",
+        choices=_Choices(_flow_choices),
+        help="tvl1: tristream's exact TV-L1 (fused CPU kernels, Triton on CUDA); "
+        "opencv: OpenCV contrib's DualTVL1 (the reference); none",
+    )
     p.add_argument(
         "--flow-encoding", default="jpeg", choices=_Choices(lambda: _registry("FLOW_ENCODINGS"))
     )
@@ -111,21 +117,25 @@ def _run_parser(sub) -> None:
         "epsilon, inner_iterations, outer_iterations, scale_step, gamma, "
         "median_filtering)",
     )
-    p.add_argument("--device", default="auto", help="torch flow device: auto, cpu, cuda[:N]")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="device of the tvl1 flow and the models: auto, cpu, cuda[:N]",
+    )
     p.add_argument(
         "--flow-batch-size",
         type=int,
         default=0,
-        help="frame pairs per torch TV-L1 batch; 0: what fills the free GPU memory on CUDA, "
-        "16 on the CPU",
+        help="frame pairs per tvl1 solver call, gathered from all videos of a worker process; "
+        "0: what fills the free GPU memory on CUDA, 16 on the CPU",
     )
     p.add_argument(
         "--flow-kernel",
         default="auto",
         choices=_Choices(_flow_kernels),
-        help="torch TV-L1 kernel path: auto (triton on CUDA when it can run, else eager), "
-        "eager, compiled (torch.compile) or triton; a path that cannot run falls back to "
-        "eager with a warning, counted in manifest.json's metrics",
+        help="tvl1 kernel path: auto (fused on the CPU, triton on CUDA), fused (numba CPU "
+        "kernels), triton, eager (torch ops) or compiled (torch.compile); a path that cannot "
+        "run falls back to eager with a warning, counted in manifest.json's metrics",
     )
     p.add_argument("--jpeg-quality", type=int, default=95)
     p.add_argument("--workers", type=int, default=0, help="local worker threads (0: all cores)")

@@ -14,7 +14,7 @@ from tristream import __version__
 from tristream.shards import storage
 from tristream.shards.codec import FLOW_ENCODINGS, JPEG_QUALITY
 from tristream.shards.schema import SCHEMA_VERSION
-from tristream.transforms.flow import BACKENDS, tvl1_params
+from tristream.transforms.flow import BACKENDS, tvl1_params, unknown_backend_error
 from tristream.transforms.render import RenderStyle
 
 FORMATS = ("parquet", "tfrecord", "both")
@@ -65,7 +65,7 @@ class RunConfig:
     fps: float = 25.0
     short_side: int = 256
     max_frames: int = 300
-    flow: str = "opencv"
+    flow: str = "tvl1"
     flow_encoding: str = "jpeg"
     flow_params: dict = field(default_factory=dict)
     device: str = "auto"
@@ -95,7 +95,7 @@ class RunConfig:
         if self.format not in FORMATS:
             raise ValueError(f"--format must be one of {FORMATS}, got {self.format!r}")
         if self.flow not in flow_choices():
-            raise ValueError(f"--flow must be one of {flow_choices()}, got {self.flow!r}")
+            raise ValueError(f"--flow: {unknown_backend_error(self.flow)}")
         if self.flow_encoding not in FLOW_ENCODINGS:
             raise ValueError(f"--flow-encoding must be one of {FLOW_ENCODINGS}")
         if self.max_frames < 2:
@@ -104,7 +104,10 @@ class RunConfig:
             raise ValueError("--fps and --short-side must be >= 0")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError("--jpeg-quality must be in 1..100")
-        tvl1_params(**self.flow_params)  # unknown names fail here, before any work
+        try:  # unknown names and wrong types fail here, before any work
+            tvl1_params(**self.flow_params)
+        except ValueError as exc:
+            raise ValueError(f"--flow-param: {exc}") from None
         if self.flow_batch_size < 0:
             raise ValueError("--flow-batch-size must be >= 0 (0: automatic)")
         if self.flow_kernel != "auto":

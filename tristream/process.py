@@ -27,7 +27,7 @@ from tristream.config import RunConfig
 from tristream.models.common import resolve_device
 from tristream.shards.row import encode_row
 from tristream.transforms.decode import decode_segments, probe
-from tristream.transforms.flow import compute_flow
+from tristream.transforms.flow import compute_flow, tvl1_params
 from tristream.transforms.render import render_segment
 from tristream.transforms.skeletons import load_skeletons, slice_for_segment
 from tristream.transforms.tracking import FlowTracker, PersonTracks, tracks_from_keypoints
@@ -122,11 +122,14 @@ class Models:
         self.flow_params: dict[str, Any] = dict(config.flow_params)
         device = resolve_device(config.device)
         #: torch runs on this process's CPUs (callers then share the cores among threads).
-        self.torch_on_cpu = device == "cpu" and (config.flow == "torch" or bool(config.pose_model))
-        if config.flow == "torch":
-            self.flow_params.update(
-                device=device, batch_size=config.flow_batch_size, kernel=config.flow_kernel
-            )
+        self.torch_on_cpu = device == "cpu" and bool(config.pose_model)
+        if config.flow == "tvl1":
+            # One feeder per worker process: the pairs of all its threads go through one
+            # solver (parallel over pairs on the CPU, large batches on a GPU).
+            from tristream.models.tvl1 import FlowFeeder, TVL1Params, TVL1Solver
+
+            solver = TVL1Solver(TVL1Params(**tvl1_params(**config.flow_params)), config.flow_kernel)
+            self.flow_params = {"feeder": FlowFeeder(solver, device, config.flow_batch_size)}
         self.skeletons = None
         self.detector = self.estimator = None
         if config.skeletons:
@@ -286,13 +289,13 @@ def process_video(
 
 
 def _flow(frames: np.ndarray, config: RunConfig, models: Models, stats: Stats) -> np.ndarray:
-    """Flow of one segment by the configured backend; torch's solver reports its kernel path."""
-    if config.flow != "torch":
+    """Flow of one segment by the configured backend; the tvl1 solver reports its kernel path."""
+    if config.flow != "tvl1":
         return compute_flow(frames, backend=config.flow, **models.flow_params)
     from tristream.models.tvl1 import TVL1Stats
 
     solver = TVL1Stats()
-    flow = compute_flow(frames, backend="torch", stats=solver, **models.flow_params)
+    flow = compute_flow(frames, backend="tvl1", stats=solver, **models.flow_params)
     stats.flow_kernels[solver.kernel] = stats.flow_kernels.get(solver.kernel, 0) + 1
     if solver.fallback_reason:
         stats.flow_fallbacks.append(solver.fallback_reason)

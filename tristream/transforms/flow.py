@@ -1,7 +1,8 @@
 """TV-L1 optical flow between consecutive frames, behind one backend registry.
 
-Backends are chosen by name (``opencv`` or ``torch``) from :data:`BACKENDS`;
-all take the same TV-L1 parameter names, whose defaults are OpenCV
+Backends are chosen by name from :data:`BACKENDS`: ``tvl1`` (tristream's exact
+solver, fused CPU kernels or Triton; the default) and ``opencv`` (contrib's DualTVL1,
+the reference). All take the same TV-L1 parameter names, whose defaults are OpenCV
 DualTVL1's (see :data:`TVL1_DEFAULTS` and DESIGN.md).
 """
 
@@ -13,23 +14,14 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-if TYPE_CHECKING:
-    from tristream.models.tvl1 import TVL1Stats
+from tristream.models.tvl1.params import DEFAULTS, PARAM_TYPES, TVL1Params
 
-#: OpenCV DualTVL1 defaults, under the parameter names every backend accepts.
-TVL1_DEFAULTS: dict[str, float | int | bool] = {
-    "tau": 0.25,
-    "lambda_": 0.15,
-    "theta": 0.3,
-    "nscales": 5,
-    "warps": 5,
-    "epsilon": 0.01,
-    "inner_iterations": 30,
-    "outer_iterations": 10,
-    "scale_step": 0.8,
-    "gamma": 0.0,
-    "median_filtering": 5,
-}
+if TYPE_CHECKING:
+    from tristream.models.tvl1 import FlowFeeder, TVL1Stats
+
+#: OpenCV DualTVL1 defaults, under the parameter names every backend accepts (their one
+#: home is ``tristream.models.tvl1.params``).
+TVL1_DEFAULTS: dict[str, float | int] = DEFAULTS
 
 _OPENCV_SETTERS = {
     "tau": "setTau",
@@ -46,14 +38,21 @@ _OPENCV_SETTERS = {
 }
 
 
-def tvl1_params(**overrides: float | int | bool) -> dict[str, float | int | bool]:
-    """Return :data:`TVL1_DEFAULTS` updated with ``overrides``; unknown names raise ValueError."""
+def tvl1_params(**overrides: float | int) -> dict[str, float | int]:
+    """Return :data:`TVL1_DEFAULTS` updated with ``overrides``.
+
+    Raises ValueError for an unknown name, a value of the wrong type (``nscales=5.0``: the
+    integer parameters take integers) or out of range, so that a bad parameter fails
+    before any work and equal settings always give equal dicts (and config hashes)."""
     unknown = set(overrides) - set(TVL1_DEFAULTS)
     if unknown:
         raise ValueError(
             f"unknown TV-L1 parameter(s) {sorted(unknown)}; known: {sorted(TVL1_DEFAULTS)}"
         )
-    return {**TVL1_DEFAULTS, **overrides}
+    merged = {**TVL1_DEFAULTS, **overrides}
+    TVL1Params(**merged)  # types and ranges
+    # Floats given as ints (tau=1) are stored as floats: one spelling, one hash.
+    return {k: float(v) if PARAM_TYPES[k] is float else v for k, v in merged.items()}
 
 
 def to_gray(frames: np.ndarray) -> np.ndarray:
@@ -81,48 +80,62 @@ def _opencv_flow(gray: np.ndarray, **params) -> np.ndarray:
     return out
 
 
-def _torch_flow(
+def _tvl1_flow(
     gray: np.ndarray,
     device: str = "auto",
-    batch_size: int = 16,
+    batch_size: int = 0,
     kernel: str = "auto",
     stats: TVL1Stats | None = None,
+    feeder: FlowFeeder | None = None,
     **params,
 ) -> np.ndarray:
-    """The batched torch TV-L1 solver (``tristream.models.tvl1``) over consecutive pairs.
+    """tristream's TV-L1 solver (``tristream.models.tvl1``) over consecutive pairs.
 
-    ``batch_size``: pairs per ``tvl1_flow`` call; 0 picks what fills the free GPU memory on
-    CUDA (``cuda_batch_size``) and 16 elsewhere. ``kernel``: a name of
-    ``tvl1.KERNEL_CHOICES``. ``stats``: a ``tvl1.TVL1Stats`` that collects what ran (the
-    kernel path actually used and why, if it is not the one asked for; batches, host syncs).
+    ``feeder``: the worker process's :class:`~tristream.models.tvl1.FlowFeeder`, which
+    batches the pairs of all its threads (the pipeline passes it; ``device``,
+    ``batch_size``, ``kernel`` and ``params`` are then the feeder's). Without one, a
+    solver is made for this call: ``device`` (``auto``, ``cpu``, ``cuda[:N]``), ``kernel``
+    (a name of ``tvl1.KERNEL_CHOICES``: ``auto`` is the fused CPU kernels on the CPU and
+    Triton on CUDA), ``batch_size`` pairs per solver call (0: 16 on the CPU, what fills the
+    free memory on CUDA). ``stats``: a ``tvl1.TVL1Stats`` told which path ran and why
+    another did not.
     """
-    import torch
+    from tristream.models.tvl1 import FlowFeeder, TVL1Params, TVL1Solver
 
-    from tristream.models.common import resolve_device
-    from tristream.models.tvl1 import TVL1Params, TVL1Stats, cuda_batch_size, tvl1_flow
+    if feeder is None:
+        from tristream.models.common import resolve_device
 
-    dev = resolve_device(device)
-    p = TVL1Params(**tvl1_params(**params))
-    if stats is None:
-        stats = TVL1Stats()
-    if batch_size <= 0:
-        h, w = gray.shape[1:]
-        batch_size = cuda_batch_size(h, w, dev) if torch.device(dev).type == "cuda" else 16
-    out = np.empty((len(gray) - 1, *gray.shape[1:], 2), np.float32)
-    frames = torch.from_numpy(gray).to(dev, torch.float32)
-    with torch.inference_mode():
-        for b in range(0, len(gray) - 1, batch_size):
-            e = min(b + batch_size, len(gray) - 1)
-            flow = tvl1_flow(frames[b:e], frames[b + 1 : e + 1], p, kernel=kernel, stats=stats)
-            out[b:e] = flow.cpu().numpy()
-    return out
+        dev = resolve_device(device)
+        solver = TVL1Solver(TVL1Params(**tvl1_params(**params)), kernel)
+        feeder = FlowFeeder(solver, dev, batch_size)
+    result = feeder.flow(gray)
+    if stats is not None:
+        for name, pairs in result.kernels.items():
+            stats.kernel = name
+            stats.pairs += pairs
+        stats.kernel_requested = feeder.solver.kernel
+        if result.fallbacks:
+            stats.fallback_reason = result.fallbacks[-1]
+    return result.flow
 
 
 #: Flow backends by name: gray uint8 ``[T, H, W]`` in, float32 ``[T-1, H, W, 2]`` out.
 BACKENDS: dict[str, Callable[..., np.ndarray]] = {
     "opencv": _opencv_flow,
-    "torch": _torch_flow,
+    "tvl1": _tvl1_flow,
 }
+
+
+#: Backends that were renamed: old name -> new name (named in the error for the old one).
+RENAMED: dict[str, str] = {"torch": "tvl1"}
+
+
+def unknown_backend_error(name: str) -> ValueError:
+    """The error for a ``--flow`` name that is not a backend (naming a renamed one's new name)."""
+    hint = f" ('{name}' is now '{RENAMED[name]}')" if name in RENAMED else ""
+    return ValueError(
+        f"unknown flow backend {name!r}{hint}; choose one of {sorted(BACKENDS)} or 'none'"
+    )
 
 
 def register_backend(name: str, fn: Callable[..., np.ndarray]) -> None:
@@ -139,18 +152,19 @@ def register_backend(name: str, fn: Callable[..., np.ndarray]) -> None:
     BACKENDS[name] = fn
 
 
-def compute_flow(frames: np.ndarray, backend: str = "opencv", **params) -> np.ndarray:
+def compute_flow(frames: np.ndarray, backend: str = "tvl1", **params) -> np.ndarray:
     """TV-L1 flow from each frame to the next.
 
     ``frames``: uint8 ``[T, H, W, 3]`` RGB or ``[T, H, W]`` gray (RGB is
     converted to gray first, as I3D does). ``backend``: a name in
     :data:`BACKENDS`. ``params``: TV-L1 parameters named as in
-    :data:`TVL1_DEFAULTS`, plus ``device``/``batch_size`` for ``torch``.
+    :data:`TVL1_DEFAULTS`, plus ``device``/``batch_size``/``kernel``/``feeder`` for
+    ``tvl1``.
     Returns float32 ``[T-1, H, W, 2]``: (x right, y down) displacement in
     pixels from frame t to frame t+1. Fewer than two frames give ``[0, H, W, 2]``.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"unknown flow backend {backend!r}; choose one of {sorted(BACKENDS)}")
+        raise unknown_backend_error(backend)
     gray = to_gray(frames)
     if len(gray) < 2:
         return np.zeros((0, *gray.shape[1:], 2), np.float32)

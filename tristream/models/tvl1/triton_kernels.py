@@ -1,6 +1,6 @@
 """Fused Triton kernels for the TV-L1 solver: one inner iteration, and the median filter.
 
-The ``triton`` kernel path of :mod:`tristream.models.tvl1` (see ``KERNELS`` there):
+The ``triton`` kernel path of :mod:`tristream.models.tvl1` (see ``paths.KERNELS``):
 
 * :func:`iteration`: one primal-dual iteration of every live pair in ONE kernel launch
   (thresholding step, divergence, primal update, forward gradient, dual update, the per-pair
@@ -30,7 +30,9 @@ import os
 
 import torch
 
-from tristream.models.tvl1 import TVL1Params, _EagerPath
+from tristream.models.tvl1.networks import sort_program
+from tristream.models.tvl1.params import TVL1Params
+from tristream.models.tvl1.paths import EagerPath
 
 try:  # optional dependency
     import triton
@@ -478,16 +480,14 @@ def median_network_source(k: int) -> list[str]:
     """Source lines of the k x k median network inside ``_median{k}_kernel``.
 
     Generated from the pruned odd-even merge sort network of the eager path
-    (``tvl1._sort_program``: only the min/max operations that the middle rank depends
+    (``networks.sort_program``: only the min/max operations that the middle rank depends
     on): k * k clamped loads ``v<i>``, the min/max operations, and ``med``. The kernels'
     generated blocks must equal this (a test checks); regenerate with
-    ``python -m tristream.models.tvl1_triton``.
+    ``python -m tristream.models.tvl1.triton_kernels``.
     """
-    from tristream.models.tvl1 import _sort_program
-
     n = k * k
     r = k // 2
-    program = _sort_program(n, [n // 2])
+    program = sort_program(n, [n // 2])
     lines = [
         f"v{i} = _tap(src_ptr, base, y, x, {i // k - r}, {i % k - r}, H, W, m)" for i in range(n)
     ]
@@ -497,8 +497,73 @@ def median_network_source(k: int) -> list[str]:
     return lines
 
 
+#: GPU architectures the kernels are compiled for ahead of time in the tests (no GPU
+#: needed): Ampere (A100), Hopper (H100/H200), Blackwell (B200).
+AOT_ARCHS = (80, 90, 100)
+
+
+def _aot_signatures() -> dict[str, tuple[object, dict[str, str], dict[str, int]]]:
+    """Each kernel with the argument types the solver launches it with."""
+    f32 = "*fp32"
+    it = {name: f32 for name in (
+        "u1_ptr", "u2_ptr", "p11_ptr", "p12_ptr", "p21_ptr", "p22_ptr",
+        "wx_ptr", "wy_ptr", "nig_ptr", "rc_ptr",
+    )}  # fmt: skip
+    it["live_ptr"] = "*i1"
+    it.update({n: f32 for n in ("o1_ptr", "o2_ptr", "o11_ptr", "o12_ptr", "o21_ptr",
+                                 "o22_ptr", "err_ptr")})  # fmt: skip
+    it.update({"H": "i32", "W": "i32", "n_blocks": "i32"})
+    it.update({"l_t": "fp32", "theta": "fp32", "taut": "fp32", "BLOCK": "constexpr"})
+    med = {"src_ptr": f32, "dst_ptr": f32, "H": "i32", "W": "i32", "BLOCK": "constexpr"}
+    block = {"BLOCK": 256}
+    return {
+        "iteration": (_iteration_kernel, it, block),
+        "median3": (_median3_kernel, dict(med), block),
+        "median5": (_median5_kernel, dict(med), block),
+    }
+
+
+def aot_resources(archs: tuple[int, ...] = AOT_ARCHS) -> dict[str, dict[str, int]]:
+    """Compile every kernel ahead of time for CUDA ``sm_<arch>`` with Triton's own ptxas
+    (no GPU, no driver) and read each cubin's resources with Triton's ``cuobjdump``.
+
+    Returns ``{"<kernel>@sm_<arch>": {"REG": registers per thread, "STACK": bytes,
+    "LOCAL": bytes, ...}}``; STACK or LOCAL above 0 means registers spilled. Raises on a
+    compile error. Needs Triton imported without ``TRITON_INTERPRET`` (run it in a fresh
+    process: ``python -m tristream.models.tvl1.triton_kernels --aot``).
+    """
+    import re
+    import subprocess
+    import tempfile
+
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    if INTERPRETED:
+        raise RuntimeError("aot_resources needs Triton imported without TRITON_INTERPRET")
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    out: dict[str, dict[str, int]] = {}
+    for name, (fn, signature, constexprs) in _aot_signatures().items():
+        source = ASTSource(fn, signature, constexprs=constexprs)
+        for arch in archs:
+            compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32))
+            with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+                f.write(compiled.asm["cubin"])
+                f.flush()
+                text = subprocess.run(
+                    [tool, "--dump-resource-usage", f.name],
+                    capture_output=True, text=True, check=True,
+                ).stdout  # fmt: skip
+            usage = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", text)
+            if usage is None:
+                raise RuntimeError(f"no resource usage for {name} on sm_{arch}: {text!r}")
+            keys = ("REG", "STACK", "SHARED", "LOCAL")
+            out[f"{name}@sm_{arch}"] = dict(zip(keys, map(int, usage.groups())))
+    return out
+
+
 def _regenerate(path: str) -> None:
-    """Rewrite the generated median blocks of this file (``python -m ...tvl1_triton``)."""
+    """Rewrite the generated median blocks of this file (``python -m ...triton_kernels``)."""
     with open(path) as f:
         text = f.read()
     for k in MEDIAN_SIZES:
@@ -556,10 +621,13 @@ def median(u: torch.Tensor, k: int) -> torch.Tensor:
     return out
 
 
-class TritonPath(_EagerPath):
+class TritonPath(EagerPath):
     """The ``triton`` kernel path: fused iteration and median; the warp stays eager."""
 
     name = "triton"
+
+    def unavailable(self, device: torch.device, params: TVL1Params) -> str | None:
+        return unavailable(device, params)
 
     def median(self, u: torch.Tensor, k: int) -> torch.Tensor:
         return median(u.contiguous(), k)
@@ -582,4 +650,10 @@ class TritonPath(_EagerPath):
 
 
 if __name__ == "__main__":
-    _regenerate(__file__)
+    import json
+    import sys
+
+    if sys.argv[1:] == ["--aot"]:
+        print(json.dumps(aot_resources(), indent=1, sort_keys=True))
+    else:
+        _regenerate(__file__)

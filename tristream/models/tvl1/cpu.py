@@ -1,0 +1,945 @@
+"""The ``fused`` kernel path: the whole TV-L1 solver as fused CPU kernels (numba).
+
+OpenCV's DualTVL1 step by step (see :mod:`tristream.models.tvl1`), compiled with numba
+into a few loops per pyramid level instead of ~60 array operations per inner iteration:
+
+* one inner iteration is ONE pass over the rows: on row ``y`` the thresholding step, the
+  divergence of the dual variables and the primal update, then on row ``y - 1`` (whose
+  flow and the flow below it are now new) the forward gradient and the dual update. Each
+  row is read and written once per iteration while the pair's planes stay in the caches;
+* the warp of I1 and its two gradients is one pass that computes the bicubic taps once
+  for the three images, followed by the thresholding constants;
+* the 5 x 5 median is a pruned sorting network (202 min/max per pixel, generated from the
+  eager path's network, :func:`median_network_source`) that vectorises across a row;
+* a batch is solved in parallel over pairs (numba ``prange``, one pair per thread at a
+  time, the pair's working set in that core's caches). A single pair is solved with its
+  row loops split over the threads instead (two passes per inner iteration then).
+
+Arithmetic: float32 throughout, in OpenCV's order of operations (``tvl1flow.cpp``),
+IEEE division and square root (no fast-math), no fused multiply-add. The stopping rule
+compares OpenCV's float32 sum of squared updates, accumulated pixel by pixel in row-major
+order, with ``epsilon**2 * area``: a vectorised float64 sum decides unless it lies within
+its rounding bound of the threshold, and then the sequential float32 sum is taken, so the
+decision is OpenCV's. What is not bit-exact: the bicubic weights (OpenCV's SIMD remap
+rounds its own way; the difference is ~1e-6 relative, as between OpenCV builds with and
+without AVX2) and the upscaling between levels where OpenCV uses Intel IPP.
+
+Not supported here (the solver falls back to the eager path with a warning): ``gamma``
+!= 0 (OpenCV's illumination variable). Compiled code is cached on disk
+(:func:`cache_dir`): the first call in a fresh environment compiles for ~20-60 s, later
+processes load it in well under a second.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from tristream.models.tvl1.networks import median_network_lines
+from tristream.models.tvl1.params import TVL1Params, level_sizes
+
+__all__ = ["cache_dir", "solve", "unavailable"]
+
+
+def cache_dir() -> Path:
+    """Where numba keeps the compiled kernels: ``$NUMBA_CACHE_DIR`` if set, else the user's
+    cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``) ``/tristream/numba``; never
+    site-packages."""
+    env = os.environ.get("NUMBA_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "tristream" / "numba"
+
+
+def _import_numba():
+    import numba
+
+    if not os.environ.get("NUMBA_CACHE_DIR"):
+        path = cache_dir()
+        path.mkdir(parents=True, exist_ok=True)
+        numba.config.CACHE_DIR = str(path)
+    return numba
+
+
+numba = _import_numba()
+njit = numba.njit
+prange = numba.prange
+
+_JIT = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
+_F = np.float32
+_FLT_EPSILON = _F(np.finfo(np.float32).eps)
+_A = _F(-0.75)  # OpenCV's bicubic kernel parameter
+#: Floats between two planes of a pair's buffer (576 bytes), so that planes never start at
+#: addresses equal modulo 4 KiB (256x340 floats are exactly 85 pages).
+_PLANE_PAD = 144
+
+
+def unavailable(params: TVL1Params) -> str | None:
+    """Why the fused path cannot solve with ``params``, or ``None``."""
+    if params.gamma != 0.0:
+        return "the fused CPU kernels do not implement gamma != 0"
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# Resizing, gradients
+
+
+@njit(**_JIT)
+def _taps(n_in, n_out, scale):
+    """1-D bilinear taps (OpenCV INTER_LINEAR geometry): left, right index, weights."""
+    left = np.empty(n_out, np.int64)
+    right = np.empty(n_out, np.int64)
+    w0 = np.empty(n_out, np.float32)
+    w1 = np.empty(n_out, np.float32)
+    for i in range(n_out):
+        pos = np.float32((i + 0.5) * scale - 0.5)
+        fl = np.floor(pos)
+        frac = np.float32(pos - fl)
+        li = int(fl)
+        if li < 0:
+            li = 0
+            frac = _F(0.0)
+        if li >= n_in - 1:
+            li = n_in - 1
+            frac = _F(0.0)
+        left[i] = li
+        right[i] = min(li + 1, n_in - 1)
+        w0[i] = _F(1.0) - frac
+        w1[i] = frac
+    return left, right, w0, w1
+
+
+@njit(**_JIT)
+def _resize(src, dst, tmp, scale_y, scale_x):
+    """Bilinear resize of ``src`` into ``dst`` (OpenCV geometry, x pass then y pass);
+    ``tmp`` is [src rows, dst cols] scratch; scales are source px per output px."""
+    h, w = src.shape
+    oh, ow = dst.shape
+    xl, xr, xw0, xw1 = _taps(w, ow, scale_x)
+    for y in range(h):
+        s = src[y]
+        t = tmp[y]
+        for x in range(ow):
+            t[x] = s[xl[x]] * xw0[x] + s[xr[x]] * xw1[x]
+    yl, yr, yw0, yw1 = _taps(h, oh, scale_y)
+    for y in range(oh):
+        a = tmp[yl[y]]
+        b = tmp[yr[y]]
+        c0 = yw0[y]
+        c1 = yw1[y]
+        d = dst[y]
+        for x in range(ow):
+            d[x] = a[x] * c0 + b[x] * c1
+
+
+@njit(**_JIT)
+def _centered_gradient(src, dx, dy):
+    """OpenCV's ``centeredGradient``: centred differences, one-sided halves at borders."""
+    h, w = src.shape
+    half = _F(0.5)
+    for y in range(h):
+        up = src[max(y - 1, 0)]
+        cur = src[y]
+        down = src[min(y + 1, h - 1)]
+        for x in range(1, w - 1):
+            dx[y, x] = half * (cur[x + 1] - cur[x - 1])
+            dy[y, x] = half * (down[x] - up[x])
+        dx[y, 0] = half * (cur[1] - cur[0])
+        dy[y, 0] = half * (down[0] - up[0])
+        dx[y, w - 1] = half * (cur[w - 1] - cur[w - 2])
+        dy[y, w - 1] = half * (down[w - 1] - up[w - 1])
+
+
+# --------------------------------------------------------------------------------------
+# Bicubic warp of I1 and its gradients, then the thresholding constants
+
+
+@njit(**_JIT)
+def _cubic(t):
+    """OpenCV's bicubic weights (Keys, a = -0.75) for fractional position ``t``."""
+    x1 = t + _F(1.0)
+    w0 = ((_A * x1 - _F(5.0) * _A) * x1 + _F(8.0) * _A) * x1 - _F(4.0) * _A
+    w1 = ((_A + _F(2.0)) * t - (_A + _F(3.0))) * t * t + _F(1.0)
+    u = _F(1.0) - t
+    w2 = ((_A + _F(2.0)) * u - (_A + _F(3.0))) * u * u + _F(1.0)
+    w3 = _F(1.0) - w0 - w1 - w2
+    return w0, w1, w2, w3
+
+
+@njit(**_JIT)
+def _warp_row(y, i0, i1, i1x, i1y, u1, u2, wx_row, wy_row, grad_row, rho_row):
+    """Row ``y``: I1, I1x, I1y sampled bicubically at (x + u1, y + u2), zero outside (OpenCV
+    ``remap(INTER_CUBIC, BORDER_CONSTANT)``), then ``grad = |grad I1w|^2`` and
+    ``rho_c = I1w - I1wx * u1 - I1wy * u2 - I0`` (OpenCV's ``calcGradRho``)."""
+    h, w = i1.shape
+    fy = _F(y)
+    for x in range(w):
+        a1 = u1[y, x]
+        a2 = u2[y, x]
+        mx = _F(x) + a1
+        my = fy + a2
+        s0 = _F(0.0)
+        s1 = _F(0.0)
+        s2 = _F(0.0)
+        if mx > _F(-4.0) and mx < _F(w + 3) and my > _F(-4.0) and my < _F(h + 3):
+            fx = np.floor(mx)
+            fyy = np.floor(my)
+            ix = int(fx)
+            iy = int(fyy)
+            cx0, cx1, cx2, cx3 = _cubic(_F(mx - fx))
+            cy0, cy1, cy2, cy3 = _cubic(_F(my - fyy))
+            if ix >= 1 and ix + 2 < w and iy >= 1 and iy + 2 < h:
+                for k in range(4):
+                    r = iy - 1 + k
+                    cy = cy0 if k == 0 else (cy1 if k == 1 else (cy2 if k == 2 else cy3))
+                    p = i1[r]
+                    q = i1x[r]
+                    g = i1y[r]
+                    t0 = p[ix - 1] * cx0 + p[ix] * cx1 + p[ix + 1] * cx2 + p[ix + 2] * cx3
+                    t1 = q[ix - 1] * cx0 + q[ix] * cx1 + q[ix + 1] * cx2 + q[ix + 2] * cx3
+                    t2 = g[ix - 1] * cx0 + g[ix] * cx1 + g[ix + 1] * cx2 + g[ix + 2] * cx3
+                    s0 += t0 * cy
+                    s1 += t1 * cy
+                    s2 += t2 * cy
+            else:
+                for k in range(4):
+                    r = iy - 1 + k
+                    cy = cy0 if k == 0 else (cy1 if k == 1 else (cy2 if k == 2 else cy3))
+                    t0 = _F(0.0)
+                    t1 = _F(0.0)
+                    t2 = _F(0.0)
+                    if r >= 0 and r < h:
+                        for j in range(4):
+                            c = ix - 1 + j
+                            cx = cx0 if j == 0 else (cx1 if j == 1 else (cx2 if j == 2 else cx3))
+                            if c >= 0 and c < w:
+                                t0 += i1[r, c] * cx
+                                t1 += i1x[r, c] * cx
+                                t2 += i1y[r, c] * cx
+                            else:
+                                t0 += _F(0.0) * cx
+                                t1 += _F(0.0) * cx
+                                t2 += _F(0.0) * cx
+                    s0 += t0 * cy
+                    s1 += t1 * cy
+                    s2 += t2 * cy
+        wx_row[x] = s1
+        wy_row[x] = s2
+        grad_row[x] = s1 * s1 + s2 * s2
+        rho_row[x] = s0 - s1 * a1 - s2 * a2 - i0[y, x]
+
+
+# --------------------------------------------------------------------------------------
+# Median filter (OpenCV medianBlur on float: exact, edge replicated)
+
+
+@njit(**_JIT)
+def _pad_replicate(src, dst, r):
+    h, w = src.shape
+    for y in range(h + 2 * r):
+        s = src[min(max(y - r, 0), h - 1)]
+        d = dst[y]
+        for x in range(w + 2 * r):
+            d[x] = s[min(max(x - r, 0), w - 1)]
+
+
+@njit(inline="always")
+def _lo(a, b):
+    return a if a < b else b
+
+
+@njit(inline="always")
+def _hi(a, b):
+    return b if a < b else a
+
+
+@njit(**_JIT)
+def _median5_rows(pad, out):
+    """5 x 5 median of ``pad`` [H + 4, W + 4] (replicate-padded) into ``out`` [H, W]."""
+    h, w = out.shape
+    for y in range(h):
+        r0 = pad[y]
+        r1 = pad[y + 1]
+        r2 = pad[y + 2]
+        r3 = pad[y + 3]
+        r4 = pad[y + 4]
+        o = out[y]
+        for x in range(w):
+            # BEGIN GENERATED median 5
+            v0 = r0[x + 0]
+            v1 = r0[x + 1]
+            v2 = r0[x + 2]
+            v3 = r0[x + 3]
+            v4 = r0[x + 4]
+            v5 = r1[x + 0]
+            v6 = r1[x + 1]
+            v7 = r1[x + 2]
+            v8 = r1[x + 3]
+            v9 = r1[x + 4]
+            v10 = r2[x + 0]
+            v11 = r2[x + 1]
+            v12 = r2[x + 2]
+            v13 = r2[x + 3]
+            v14 = r2[x + 4]
+            v15 = r3[x + 0]
+            v16 = r3[x + 1]
+            v17 = r3[x + 2]
+            v18 = r3[x + 3]
+            v19 = r3[x + 4]
+            v20 = r4[x + 0]
+            v21 = r4[x + 1]
+            v22 = r4[x + 2]
+            v23 = r4[x + 3]
+            v24 = r4[x + 4]
+            v25 = _lo(v0, v1)
+            v26 = _hi(v0, v1)
+            v27 = _lo(v2, v3)
+            v28 = _hi(v2, v3)
+            v29 = _lo(v4, v5)
+            v30 = _hi(v4, v5)
+            v31 = _lo(v6, v7)
+            v32 = _hi(v6, v7)
+            v33 = _lo(v8, v9)
+            v34 = _hi(v8, v9)
+            v35 = _lo(v10, v11)
+            v36 = _hi(v10, v11)
+            v37 = _lo(v12, v13)
+            v38 = _hi(v12, v13)
+            v39 = _lo(v14, v15)
+            v40 = _hi(v14, v15)
+            v41 = _lo(v16, v17)
+            v42 = _hi(v16, v17)
+            v43 = _lo(v18, v19)
+            v44 = _hi(v18, v19)
+            v45 = _lo(v20, v21)
+            v46 = _hi(v20, v21)
+            v47 = _lo(v22, v23)
+            v48 = _hi(v22, v23)
+            v49 = _lo(v25, v27)
+            v50 = _hi(v25, v27)
+            v51 = _lo(v26, v28)
+            v52 = _hi(v26, v28)
+            v53 = _lo(v51, v50)
+            v54 = _hi(v51, v50)
+            v55 = _lo(v29, v31)
+            v56 = _hi(v29, v31)
+            v57 = _lo(v30, v32)
+            v58 = _hi(v30, v32)
+            v59 = _lo(v57, v56)
+            v60 = _hi(v57, v56)
+            v61 = _lo(v33, v35)
+            v62 = _hi(v33, v35)
+            v63 = _lo(v34, v36)
+            v64 = _hi(v34, v36)
+            v65 = _lo(v63, v62)
+            v66 = _hi(v63, v62)
+            v67 = _lo(v37, v39)
+            v68 = _hi(v37, v39)
+            v69 = _lo(v38, v40)
+            v70 = _hi(v38, v40)
+            v71 = _lo(v69, v68)
+            v72 = _hi(v69, v68)
+            v73 = _lo(v41, v43)
+            v74 = _hi(v41, v43)
+            v75 = _lo(v42, v44)
+            v76 = _hi(v42, v44)
+            v77 = _lo(v75, v74)
+            v78 = _hi(v75, v74)
+            v79 = _lo(v45, v47)
+            v80 = _hi(v45, v47)
+            v81 = _lo(v46, v48)
+            v82 = _hi(v46, v48)
+            v83 = _lo(v81, v80)
+            v84 = _hi(v81, v80)
+            v85 = _lo(v49, v55)
+            v86 = _hi(v49, v55)
+            v87 = _lo(v54, v60)
+            v88 = _hi(v54, v60)
+            v89 = _lo(v87, v86)
+            v90 = _hi(v87, v86)
+            v91 = _lo(v53, v59)
+            v92 = _hi(v53, v59)
+            v93 = _lo(v52, v58)
+            v94 = _hi(v52, v58)
+            v95 = _lo(v93, v92)
+            v96 = _hi(v93, v92)
+            v97 = _lo(v91, v89)
+            v98 = _hi(v91, v89)
+            v99 = _lo(v95, v90)
+            v100 = _hi(v95, v90)
+            v101 = _lo(v96, v88)
+            v102 = _hi(v96, v88)
+            v103 = _lo(v61, v67)
+            v104 = _hi(v61, v67)
+            v105 = _lo(v66, v72)
+            v106 = _hi(v66, v72)
+            v107 = _lo(v105, v104)
+            v108 = _hi(v105, v104)
+            v109 = _lo(v65, v71)
+            v110 = _hi(v65, v71)
+            v111 = _lo(v64, v70)
+            v112 = _hi(v64, v70)
+            v113 = _lo(v111, v110)
+            v114 = _hi(v111, v110)
+            v115 = _lo(v109, v107)
+            v116 = _hi(v109, v107)
+            v117 = _lo(v113, v108)
+            v118 = _hi(v113, v108)
+            v119 = _lo(v114, v106)
+            v120 = _hi(v114, v106)
+            v121 = _lo(v73, v79)
+            v122 = _hi(v73, v79)
+            v123 = _lo(v78, v84)
+            v124 = _hi(v78, v84)
+            v125 = _lo(v123, v122)
+            v126 = _hi(v123, v122)
+            v127 = _lo(v77, v83)
+            v128 = _hi(v77, v83)
+            v129 = _lo(v76, v82)
+            v130 = _hi(v76, v82)
+            v131 = _lo(v129, v128)
+            v132 = _hi(v129, v128)
+            v133 = _lo(v127, v125)
+            v134 = _hi(v127, v125)
+            v135 = _lo(v131, v126)
+            v136 = _hi(v131, v126)
+            v137 = _lo(v132, v124)
+            v138 = _hi(v132, v124)
+            v139 = _lo(v85, v103)
+            v140 = _hi(v85, v103)
+            v141 = _lo(v100, v118)
+            v142 = _hi(v100, v118)
+            v143 = _lo(v141, v140)
+            v144 = _hi(v141, v140)
+            v145 = _lo(v98, v116)
+            v146 = _hi(v98, v116)
+            v147 = _lo(v102, v120)
+            v148 = _hi(v102, v120)
+            v149 = _lo(v147, v146)
+            v150 = _hi(v147, v146)
+            v151 = _lo(v145, v143)
+            v152 = _hi(v145, v143)
+            v153 = _lo(v149, v144)
+            v154 = _hi(v149, v144)
+            v155 = _lo(v150, v142)
+            v156 = _hi(v150, v142)
+            v157 = _lo(v97, v115)
+            v158 = _hi(v97, v115)
+            v159 = _lo(v101, v119)
+            v160 = _hi(v101, v119)
+            v161 = _lo(v159, v158)
+            v162 = _hi(v159, v158)
+            v163 = _lo(v99, v117)
+            v164 = _hi(v99, v117)
+            v165 = _lo(v94, v112)
+            v167 = _lo(v165, v164)
+            v168 = _hi(v165, v164)
+            v169 = _lo(v163, v161)
+            v170 = _hi(v163, v161)
+            v171 = _lo(v167, v162)
+            v172 = _hi(v167, v162)
+            v173 = _lo(v168, v160)
+            v174 = _hi(v168, v160)
+            v175 = _lo(v157, v151)
+            v176 = _hi(v157, v151)
+            v177 = _lo(v169, v152)
+            v178 = _hi(v169, v152)
+            v179 = _lo(v170, v153)
+            v180 = _hi(v170, v153)
+            v181 = _lo(v171, v154)
+            v182 = _hi(v171, v154)
+            v183 = _lo(v172, v155)
+            v184 = _hi(v172, v155)
+            v185 = _lo(v173, v156)
+            v186 = _hi(v173, v156)
+            v187 = _lo(v174, v148)
+            v189 = _lo(v121, v24)
+            v190 = _hi(v121, v24)
+            v191 = _lo(v136, v190)
+            v192 = _hi(v136, v190)
+            v193 = _lo(v134, v191)
+            v194 = _hi(v134, v191)
+            v195 = _lo(v138, v192)
+            v196 = _hi(v138, v192)
+            v197 = _lo(v135, v137)
+            v198 = _hi(v135, v137)
+            v199 = _lo(v133, v193)
+            v200 = _hi(v133, v193)
+            v201 = _lo(v197, v194)
+            v202 = _hi(v197, v194)
+            v203 = _lo(v198, v195)
+            v204 = _hi(v198, v195)
+            v205 = _lo(v130, v196)
+            v206 = _hi(v130, v196)
+            v208 = _hi(v139, v189)
+            v209 = _lo(v182, v206)
+            v212 = _hi(v209, v208)
+            v214 = _hi(v178, v202)
+            v215 = _lo(v186, v214)
+            v219 = _lo(v215, v212)
+            v224 = _hi(v176, v200)
+            v225 = _lo(v184, v224)
+            v227 = _lo(v180, v204)
+            v232 = _hi(v227, v225)
+            v240 = _hi(v232, v219)
+            v248 = _hi(v175, v199)
+            v250 = _hi(v183, v248)
+            v252 = _hi(v179, v203)
+            v253 = _lo(v187, v252)
+            v257 = _lo(v253, v250)
+            v260 = _hi(v177, v201)
+            v261 = _lo(v185, v260)
+            v263 = _lo(v181, v205)
+            v268 = _hi(v263, v261)
+            v275 = _lo(v268, v257)
+            v292 = _hi(v275, v240)
+            med = v292
+            # END GENERATED median 5
+            o[x] = med
+
+
+@njit(**_JIT)
+def _median_generic(pad, out, k):
+    """k x k median (any odd k) by insertion sort per pixel: exact, not vectorised."""
+    h, w = out.shape
+    n = k * k
+    buf = np.empty(n, np.float32)
+    for y in range(h):
+        for x in range(w):
+            m = 0
+            for i in range(k):
+                for j in range(k):
+                    v = pad[y + i, x + j]
+                    p = m
+                    while p > 0 and buf[p - 1] > v:
+                        buf[p] = buf[p - 1]
+                        p -= 1
+                    buf[p] = v
+                    m += 1
+            out[y, x] = buf[n // 2]
+
+
+@njit(**_JIT)
+def _median(u, pad, k):
+    """In-place k x k median of ``u``; ``pad`` is scratch of at least (H + k - 1)(W + k - 1)."""
+    h, w = u.shape
+    r = k // 2
+    p = pad[: (h + 2 * r) * (w + 2 * r)].reshape(h + 2 * r, w + 2 * r)
+    _pad_replicate(u, p, r)
+    if k == 5:
+        _median5_rows(p, u)
+    else:
+        _median_generic(p, u, k)
+
+
+# --------------------------------------------------------------------------------------
+# One inner iteration
+
+
+@njit(**_JIT)
+def _primal_row(y, u1, u2, p11, p12, p21, p22, wx, wy, grad, rho_c, err, l_t, theta):
+    """Thresholding step, divergence of p (old values) and primal update of row ``y``;
+    writes the new flow in place and each pixel's squared update to ``err``."""
+    w = u1.shape[1]
+    a11 = p11[y]
+    a12 = p12[y]
+    a21 = p21[y]
+    a22 = p22[y]
+    b1 = u1[y]
+    b2 = u2[y]
+    cx = wx[y]
+    cy = wy[y]
+    g = grad[y]
+    rc = rho_c[y]
+    e = err[y]
+    if y > 0:
+        up12 = p12[y - 1]
+        up22 = p22[y - 1]
+    else:
+        up12 = p12[y]  # unused on row 0
+        up22 = p22[y]
+    nl = -l_t
+    for x in range(w):
+        o1 = b1[x]
+        o2 = b2[x]
+        ix = cx[x]
+        iy = cy[x]
+        gr = g[x]
+        rho = rc[x] + (ix * o1 + iy * o2)
+        fi = -rho / gr
+        d1 = fi * ix
+        d2 = fi * iy
+        if not gr > _FLT_EPSILON:
+            d1 = _F(0.0)
+            d2 = _F(0.0)
+        if rho > l_t * gr:
+            d1 = nl * ix
+            d2 = nl * iy
+        if rho < nl * gr:
+            d1 = l_t * ix
+            d2 = l_t * iy
+        if y > 0:
+            if x > 0:
+                div1 = (a11[x] - a11[x - 1]) + (a12[x] - up12[x])
+                div2 = (a21[x] - a21[x - 1]) + (a22[x] - up22[x])
+            else:
+                div1 = (a11[x] + a12[x]) - up12[x]
+                div2 = (a21[x] + a22[x]) - up22[x]
+        else:
+            if x > 0:
+                div1 = (a11[x] - a11[x - 1]) + a12[x]
+                div2 = (a21[x] - a21[x - 1]) + a22[x]
+            else:
+                div1 = a11[x] + a12[x]
+                div2 = a21[x] + a22[x]
+        n1 = (o1 + d1) + theta * div1
+        n2 = (o2 + d2) + theta * div2
+        b1[x] = n1
+        b2[x] = n2
+        e1 = n1 - o1
+        e2 = n2 - o2
+        e[x] = e1 * e1 + e2 * e2
+
+
+@njit(inline="always")
+def _hypot(a, b):
+    da = np.float64(a)
+    db = np.float64(b)
+    return np.float32(math.sqrt(da * da + db * db))
+
+
+@njit(**_JIT)
+def _dual_row(y, u1, u2, p11, p12, p21, p22, taut):
+    """Forward gradient of the new flow and dual update of row ``y`` (OpenCV's
+    ``forwardGradient`` + ``estimateDualVariables``)."""
+    h, w = u1.shape
+    c1 = u1[y]
+    c2 = u2[y]
+    last = y == h - 1
+    n1 = u1[min(y + 1, h - 1)]
+    n2 = u2[min(y + 1, h - 1)]
+    q11 = p11[y]
+    q12 = p12[y]
+    q21 = p21[y]
+    q22 = p22[y]
+    one = _F(1.0)
+    for x in range(w):
+        if x < w - 1:
+            g1x = c1[x + 1] - c1[x]
+            g2x = c2[x + 1] - c2[x]
+        else:
+            g1x = _F(0.0)
+            g2x = _F(0.0)
+        g1y = n1[x] - c1[x]
+        g2y = n2[x] - c2[x]
+        if last:
+            g1y = _F(0.0)
+            g2y = _F(0.0)
+        ng1 = one + taut * _hypot(g1x, g1y)
+        ng2 = one + taut * _hypot(g2x, g2y)
+        q11[x] = (q11[x] + taut * g1x) / ng1
+        q12[x] = (q12[x] + taut * g1y) / ng1
+        q21[x] = (q21[x] + taut * g2x) / ng2
+        q22[x] = (q22[x] + taut * g2y) / ng2
+
+
+@njit(**_JIT)
+def _iterate(u1, u2, p11, p12, p21, p22, wx, wy, grad, rho_c, err, l_t, theta, taut):
+    """One inner iteration in one pass over the rows (primal on y, dual on y - 1)."""
+    h = u1.shape[0]
+    for y in range(h):
+        _primal_row(y, u1, u2, p11, p12, p21, p22, wx, wy, grad, rho_c, err, l_t, theta)
+        if y > 0:
+            _dual_row(y - 1, u1, u2, p11, p12, p21, p22, taut)
+    _dual_row(h - 1, u1, u2, p11, p12, p21, p22, taut)
+
+
+@njit(parallel=True, **_JIT)
+def _iterate_rows(u1, u2, p11, p12, p21, p22, wx, wy, grad, rho_c, err, l_t, theta, taut):
+    """One inner iteration as two row-parallel passes (primal, then dual): for one pair."""
+    h = u1.shape[0]
+    for y in prange(h):
+        _primal_row(y, u1, u2, p11, p12, p21, p22, wx, wy, grad, rho_c, err, l_t, theta)
+    for y in prange(h):
+        _dual_row(y, u1, u2, p11, p12, p21, p22, taut)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "nsz"})
+def _sum_fast(err):
+    """Sum of ``err`` in float64, any order (vectorised)."""
+    s = 0.0
+    flat = err.reshape(-1)
+    for i in range(flat.size):
+        s += np.float64(flat[i])
+    return s
+
+
+@njit(**_JIT)
+def _sum_opencv(err):
+    """OpenCV's error: a float32 accumulator, pixel by pixel in row-major order."""
+    s = _F(0.0)
+    flat = err.reshape(-1)
+    for i in range(flat.size):
+        s += flat[i]
+    return s
+
+
+@njit(**_JIT)
+def _above(err, eps):
+    """Whether OpenCV's float32 sum of ``err`` is > ``eps`` (float32)."""
+    s = _sum_fast(err)
+    # A float32 running sum of n non-negative terms is within (n - 1) * 2^-24 * sum of the
+    # exact sum; the float64 sum is far closer. Outside that band the decision is certain.
+    bound = s * (err.size * 6.0e-8 + 1e-12) + 1e-30
+    if s - bound > eps:
+        return True
+    if s + bound <= eps:
+        return False
+    return _sum_opencv(err) > eps
+
+
+# --------------------------------------------------------------------------------------
+# One pair
+
+
+@njit(**_JIT)
+def _plane(buf, k, h, w, stride):
+    return buf[k * stride : k * stride + h * w].reshape(h, w)
+
+
+@njit(**_JIT)
+def _solve_level(i0, i1, u1, u2, buf, stride, params, rows_parallel):
+    """Refine the flow (u1, u2) on one level (OpenCV's ``procOneScale``)."""
+    h, w = i0.shape
+    l_t, theta, taut, eps_sq, warps, outer, inner, median = params
+    eps = np.float32(eps_sq * h * w)
+    i1x = _plane(buf, 0, h, w, stride)
+    i1y = _plane(buf, 1, h, w, stride)
+    wx = _plane(buf, 2, h, w, stride)
+    wy = _plane(buf, 3, h, w, stride)
+    grad = _plane(buf, 4, h, w, stride)
+    rho_c = _plane(buf, 5, h, w, stride)
+    p11 = _plane(buf, 6, h, w, stride)
+    p12 = _plane(buf, 7, h, w, stride)
+    p21 = _plane(buf, 8, h, w, stride)
+    p22 = _plane(buf, 9, h, w, stride)
+    err = _plane(buf, 10, h, w, stride)
+    pad = buf[11 * stride :]
+    _centered_gradient(i1, i1x, i1y)
+    p11[:] = 0.0
+    p12[:] = 0.0
+    p21[:] = 0.0
+    p22[:] = 0.0
+    k = int(median)
+    for _ in range(int(warps)):
+        for y in range(h):
+            _warp_row(y, i0, i1, i1x, i1y, u1, u2, wx[y], wy[y], grad[y], rho_c[y])
+        above = True
+        n_outer = 0
+        while above and n_outer < outer:
+            if k > 1:
+                _median(u1, pad, k)
+                _median(u2, pad, k)
+            n_inner = 0
+            while above and n_inner < inner:
+                if rows_parallel:
+                    _iterate_rows(
+                        u1, u2, p11, p12, p21, p22, wx, wy, grad, rho_c, err, l_t, theta, taut
+                    )
+                else:
+                    _iterate(u1, u2, p11, p12, p21, p22, wx, wy, grad, rho_c, err, l_t, theta, taut)
+                above = _above(err, eps)
+                n_inner += 1
+            n_outer += 1
+
+
+@njit(**_JIT)
+def _solve_pair(i0, i1, flow, init, sizes, params, scale_step, rows_parallel):
+    """The whole pyramid for one pair: uint8/float [H, W] frames -> ``flow`` [H, W, 2]."""
+    n_levels = sizes.shape[0]
+    h, w = i0.shape
+    stride = h * w + _PLANE_PAD
+    # Per level: I0, I1, u1, u2 (4 planes each, at that level's size), then the work planes.
+    total = 0
+    for s in range(n_levels):
+        total += 4 * (sizes[s, 0] * sizes[s, 1] + _PLANE_PAD)
+    pad_size = (h + 8) * (w + 8)
+    work = np.zeros(total + 11 * stride + pad_size + stride, np.float32)
+    offs = np.empty(n_levels, np.int64)
+    o = 0
+    for s in range(n_levels):
+        offs[s] = o
+        o += 4 * (sizes[s, 0] * sizes[s, 1] + _PLANE_PAD)
+    wbuf = work[o:]
+    tmp = wbuf[11 * stride + pad_size :]
+    levels = []
+    for s in range(n_levels):
+        hs = sizes[s, 0]
+        ws = sizes[s, 1]
+        st = hs * ws + _PLANE_PAD
+        levels.append(
+            (
+                _plane(work[offs[s] :], 0, hs, ws, st),
+                _plane(work[offs[s] :], 1, hs, ws, st),
+                _plane(work[offs[s] :], 2, hs, ws, st),
+                _plane(work[offs[s] :], 3, hs, ws, st),
+            )
+        )
+    a0, a1, f1, f2 = levels[0]
+    for y in range(h):
+        for x in range(w):
+            a0[y, x] = np.float32(i0[y, x])
+            a1[y, x] = np.float32(i1[y, x])
+    ss = np.float32(scale_step)
+    if init.shape[0] == h:
+        for y in range(h):
+            for x in range(w):
+                f1[y, x] = init[y, x, 0]
+                f2[y, x] = init[y, x, 1]
+    inv = 1.0 / scale_step
+    for s in range(1, n_levels):
+        b0, b1, g1, g2 = levels[s]
+        c0, c1, e1, e2 = levels[s - 1]
+        hs, ws = b0.shape
+        t = tmp[: c0.shape[0] * ws].reshape(c0.shape[0], ws)
+        _resize(c0, b0, t, inv, inv)
+        _resize(c1, b1, t, inv, inv)
+        if init.shape[0] == h:
+            _resize(e1, g1, t, inv, inv)
+            _resize(e2, g2, t, inv, inv)
+            for y in range(hs):
+                for x in range(ws):
+                    g1[y, x] = g1[y, x] * ss
+                    g2[y, x] = g2[y, x] * ss
+    if init.shape[0] != h:
+        levels[n_levels - 1][2][:] = 0.0
+        levels[n_levels - 1][3][:] = 0.0
+    up = np.float32(1.0 / scale_step)
+    for s in range(n_levels - 1, -1, -1):
+        b0, b1, g1, g2 = levels[s]
+        _solve_level(
+            b0, b1, g1, g2, wbuf, b0.shape[0] * b0.shape[1] + _PLANE_PAD, params, rows_parallel
+        )
+        if s == 0:
+            break
+        c0, c1, e1, e2 = levels[s - 1]
+        hs, ws = b0.shape
+        ho, wo = c0.shape
+        t = tmp[: hs * wo].reshape(hs, wo)
+        _resize(g1, e1, t, hs / ho, ws / wo)
+        _resize(g2, e2, t, hs / ho, ws / wo)
+        for y in range(ho):
+            for x in range(wo):
+                e1[y, x] = e1[y, x] * up
+                e2[y, x] = e2[y, x] * up
+    for y in range(h):
+        for x in range(w):
+            flow[y, x, 0] = f1[y, x]
+            flow[y, x, 1] = f2[y, x]
+
+
+@njit(parallel=True, **_JIT)
+def _solve_pairs(i0, i1, flow, init, sizes, params, scale_step):
+    """Pairs in parallel, each on one thread."""
+    for b in prange(i0.shape[0]):
+        _solve_pair(i0[b], i1[b], flow[b], init[b], sizes, params, scale_step, False)
+
+
+# --------------------------------------------------------------------------------------
+# Generated code
+
+_GEN_INDENT = " " * 12
+
+
+def median_network_source(k: int = 5) -> list[str]:
+    """Source lines of the generated block in :func:`_median5_rows`: the 25 window values
+    of rows ``r0..r4`` and the 202 min/max of the pruned sorting network
+    (:func:`networks.median_network_lines`). A test checks that the block equals this;
+    regenerate with ``python -m tristream.models.tvl1.cpu``."""
+    return median_network_lines(k, lambda i, dy, dx: f"r{dy}[x + {dx}]", "_lo", "_hi")
+
+
+def _regenerate(path: str) -> None:
+    """Rewrite the generated median block of this file."""
+    with open(path) as f:
+        text = f.read()
+    begin = f"{_GEN_INDENT}# BEGIN GENERATED median 5\n"
+    end = f"{_GEN_INDENT}# END GENERATED median 5\n"
+    head, rest = text.split(begin)
+    _, tail = rest.split(end)
+    body = "".join(f"{_GEN_INDENT}{line}\n" for line in median_network_source())
+    with open(path, "w") as f:
+        f.write(head + begin + body + end + tail)
+
+
+# --------------------------------------------------------------------------------------
+# Entry point
+
+_lock = threading.Lock()
+
+
+def solve(
+    i0: np.ndarray,
+    i1: np.ndarray,
+    params: TVL1Params,
+    initial_flow: np.ndarray | None = None,
+    threads: int | None = None,
+) -> np.ndarray:
+    """TV-L1 flow of each pair ``(i0[b], i1[b])``: float32 [B, H, W, 2] pixels (x, y).
+
+    ``i0``, ``i1``: [B, H, W] uint8 or float32 grey levels on the 0..255 scale.
+    ``initial_flow``: [B, H, W, 2] float32 when ``params.use_initial_flow``. ``threads``:
+    numba threads for this call (default: numba's, i.e. all cores). Two or more pairs are
+    solved in parallel over pairs; one pair with its rows split over the threads. Calls
+    from several Python threads are serialised (numba's thread pool is one per process).
+    """
+    reason = unavailable(params)
+    if reason is not None:
+        raise ValueError(reason)
+    b, h, w = i0.shape
+    flow = np.empty((b, h, w, 2), np.float32)
+    if b == 0:
+        return flow
+    sizes = np.array(level_sizes(h, w, params), np.int64).reshape(-1, 2)
+    coefs = (
+        np.float32(params.lambda_ * params.theta),
+        np.float32(params.theta),
+        np.float32(params.tau / params.theta),
+        float(params.epsilon) ** 2,
+        float(params.warps),
+        float(params.outer_iterations),
+        float(params.inner_iterations),
+        float(params.median_filtering),
+    )
+    if params.use_initial_flow:
+        init = np.ascontiguousarray(initial_flow, dtype=np.float32)
+    else:
+        init = np.zeros((b, 0, 0, 2), np.float32)
+    i0 = np.ascontiguousarray(i0, dtype=np.float32)  # one compiled specialisation
+    i1 = np.ascontiguousarray(i1, dtype=np.float32)
+    n = numba.config.NUMBA_NUM_THREADS if threads is None else max(1, int(threads))
+    with _lock:
+        prev = numba.get_num_threads()
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        try:
+            if b == 1 or n == 1:
+                rows = n > 1
+                for k in range(b):
+                    _solve_pair(
+                        i0[k], i1[k], flow[k], init[k], sizes, coefs, float(params.scale_step), rows
+                    )
+            else:
+                _solve_pairs(i0, i1, flow, init, sizes, coefs, float(params.scale_step))
+        finally:
+            numba.set_num_threads(prev)
+    return flow
+
+
+if __name__ == "__main__":
+    _regenerate(__file__)
