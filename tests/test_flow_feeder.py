@@ -30,7 +30,7 @@ def segments(bikes, carphone) -> list[np.ndarray]:
 def _alone(gray: np.ndarray) -> np.ndarray:
     """The segment's flow from its own solver call (no feeder)."""
     t = torch.from_numpy(gray).float()
-    return TVL1Solver(PARAMS)(t[:-1], t[1:]).numpy()
+    return TVL1Solver(PARAMS)(t[:-1], t[1:]).numpy()  # the tensor entry point
 
 
 def test_threads_share_batches_and_get_their_own_flow_back(segments) -> None:
@@ -78,10 +78,10 @@ def test_batch_size_is_the_solvers_batch(segments) -> None:
 class _FailsOnWhiteFrames(TVL1Solver):
     """A solver that fails every call whose frames include an all-white frame."""
 
-    def __call__(self, i0, i1, initial_flow=None, stats=None):
-        if bool((i0.flatten(1) == 255).all(dim=1).any()):
+    def solve_arrays(self, i0, i1, device="cpu", stats=None):
+        if (i0.reshape(len(i0), -1) == 255).all(axis=1).any():
             raise RuntimeError("cannot solve a white frame (injected)")
-        return super().__call__(i0, i1, initial_flow, stats)
+        return super().solve_arrays(i0, i1, device, stats)
 
 
 def test_a_failing_segment_fails_alone(segments) -> None:

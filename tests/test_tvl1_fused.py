@@ -118,9 +118,9 @@ def test_pyramid_gradient_and_warp_are_opencvs() -> None:
     u1 = rng.uniform(-6, 6, img.shape).astype(np.float32)
     u2 = rng.uniform(-6, 6, img.shape).astype(np.float32)
     i0 = rng.integers(0, 256, img.shape).astype(np.float32)
-    wx, wy, grad, rho = (np.zeros_like(img) for _ in range(4))
+    wx, wy, rho = (np.zeros_like(img) for _ in range(3))
     for y in range(img.shape[0]):
-        cpu._warp_row(y, i0, img, dx, dy, u1, u2, wx[y], wy[y], grad[y], rho[y])
+        cpu._warp_row(y, i0, img, dx, dy, u1, u2, wx[y], wy[y], rho[y])
     mx = np.arange(53, dtype=np.float32)[None] + u1
     my = np.arange(37, dtype=np.float32)[:, None] + u2
     ref = [cv2.remap(a, mx, my, cv2.INTER_CUBIC) for a in (img, dx, dy)]

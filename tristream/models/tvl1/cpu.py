@@ -32,7 +32,6 @@ processes load it in well under a second.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from pathlib import Path
@@ -63,6 +62,11 @@ def _import_numba():
         path = cache_dir()
         path.mkdir(parents=True, exist_ok=True)
         numba.config.CACHE_DIR = str(path)
+    if not os.environ.get("NUMBA_THREADING_LAYER"):
+        # numba's own thread pool, not OpenMP: a thread that keeps an OpenMP team alive
+        # (the flow feeder's) slows torch's OpenMP operations in every other thread 3.5x
+        # (measured). The pool is not reentrant; solve() serialises its calls.
+        numba.config.THREADING_LAYER = "workqueue"
     return numba
 
 
@@ -77,6 +81,8 @@ _A = _F(-0.75)  # OpenCV's bicubic kernel parameter
 #: Floats between two planes of a pair's buffer (576 bytes), so that planes never start at
 #: addresses equal modulo 4 KiB (256x340 floats are exactly 85 pages).
 _PLANE_PAD = 144
+#: Planes of one level's work: I1x, I1y, I1wx, I1wy, rho_c, p11, p12, p21, p22, err.
+_WORK_PLANES = 10
 
 
 def unavailable(params: TVL1Params) -> str | None:
@@ -173,10 +179,10 @@ def _cubic(t):
 
 
 @njit(**_JIT)
-def _warp_row(y, i0, i1, i1x, i1y, u1, u2, wx_row, wy_row, grad_row, rho_row):
+def _warp_row(y, i0, i1, i1x, i1y, u1, u2, wx_row, wy_row, rho_row):
     """Row ``y``: I1, I1x, I1y sampled bicubically at (x + u1, y + u2), zero outside (OpenCV
-    ``remap(INTER_CUBIC, BORDER_CONSTANT)``), then ``grad = |grad I1w|^2`` and
-    ``rho_c = I1w - I1wx * u1 - I1wy * u2 - I0`` (OpenCV's ``calcGradRho``)."""
+    ``remap(INTER_CUBIC, BORDER_CONSTANT)``), then ``rho_c = I1w - I1wx * u1 - I1wy * u2 -
+    I0`` (OpenCV's ``calcGradRho``; its ``grad`` is recomputed where it is used)."""
     h, w = i1.shape
     fy = _F(y)
     for x in range(w):
@@ -231,7 +237,6 @@ def _warp_row(y, i0, i1, i1x, i1y, u1, u2, wx_row, wy_row, grad_row, rho_row):
                     s2 += t2 * cy
         wx_row[x] = s1
         wy_row[x] = s2
-        grad_row[x] = s1 * s1 + s2 * s2
         rho_row[x] = s0 - s1 * a1 - s2 * a2 - i0[y, x]
 
 
@@ -542,10 +547,42 @@ def _median(u, pad, k):
 # One inner iteration
 
 
+@njit(inline="always")
+def _primal_px(x, b1, b2, cx, cy, rc, e, div1, div2, l_t, nl, theta):
+    """Thresholding step and primal update of pixel ``x`` given the divergence of p."""
+    o1 = b1[x]
+    o2 = b2[x]
+    ix = cx[x]
+    iy = cy[x]
+    gr = ix * ix + iy * iy  # |grad I1w|^2, as calcGradRho stores it (recomputed: one load less)
+    rho = rc[x] + (ix * o1 + iy * o2)
+    fi = -rho / gr
+    d1 = fi * ix
+    d2 = fi * iy
+    if not gr > _FLT_EPSILON:
+        d1 = _F(0.0)
+        d2 = _F(0.0)
+    if rho > l_t * gr:
+        d1 = nl * ix
+        d2 = nl * iy
+    if rho < nl * gr:
+        d1 = l_t * ix
+        d2 = l_t * iy
+    n1 = (o1 + d1) + theta * div1
+    n2 = (o2 + d2) + theta * div2
+    b1[x] = n1
+    b2[x] = n2
+    e1 = n1 - o1
+    e2 = n2 - o2
+    e[x] = e1 * e1 + e2 * e2
+
+
 @njit(**_JIT)
-def _primal_row(y, u1, u2, p11, p12, p21, p22, wx, wy, grad, rho_c, err, l_t, theta):
-    """Thresholding step, divergence of p (old values) and primal update of row ``y``;
-    writes the new flow in place and each pixel's squared update to ``err``."""
+def _primal_row(y, u1, u2, p11, p12, p21, p22, wx, wy, rho_c, err, l_t, theta):
+    """Thresholding step, divergence of p (old values) and primal update of row ``y``
+    (OpenCV's ``estimateV``, ``divergence``, ``estimateU``); writes the new flow in place
+    and each pixel's squared update to ``err``. The first row and column are peeled off
+    so that the loop over the others vectorises."""
     w = u1.shape[1]
     a11 = p11[y]
     a12 = p12[y]
@@ -555,117 +592,96 @@ def _primal_row(y, u1, u2, p11, p12, p21, p22, wx, wy, grad, rho_c, err, l_t, th
     b2 = u2[y]
     cx = wx[y]
     cy = wy[y]
-    g = grad[y]
     rc = rho_c[y]
     e = err[y]
+    nl = -l_t
     if y > 0:
         up12 = p12[y - 1]
         up22 = p22[y - 1]
+        div1 = (a11[0] + a12[0]) - up12[0]
+        div2 = (a21[0] + a22[0]) - up22[0]
+        _primal_px(0, b1, b2, cx, cy, rc, e, div1, div2, l_t, nl, theta)
+        for x in range(1, w):
+            div1 = (a11[x] - a11[x - 1]) + (a12[x] - up12[x])
+            div2 = (a21[x] - a21[x - 1]) + (a22[x] - up22[x])
+            _primal_px(x, b1, b2, cx, cy, rc, e, div1, div2, l_t, nl, theta)
     else:
-        up12 = p12[y]  # unused on row 0
-        up22 = p22[y]
-    nl = -l_t
-    for x in range(w):
-        o1 = b1[x]
-        o2 = b2[x]
-        ix = cx[x]
-        iy = cy[x]
-        gr = g[x]
-        rho = rc[x] + (ix * o1 + iy * o2)
-        fi = -rho / gr
-        d1 = fi * ix
-        d2 = fi * iy
-        if not gr > _FLT_EPSILON:
-            d1 = _F(0.0)
-            d2 = _F(0.0)
-        if rho > l_t * gr:
-            d1 = nl * ix
-            d2 = nl * iy
-        if rho < nl * gr:
-            d1 = l_t * ix
-            d2 = l_t * iy
-        if y > 0:
-            if x > 0:
-                div1 = (a11[x] - a11[x - 1]) + (a12[x] - up12[x])
-                div2 = (a21[x] - a21[x - 1]) + (a22[x] - up22[x])
-            else:
-                div1 = (a11[x] + a12[x]) - up12[x]
-                div2 = (a21[x] + a22[x]) - up22[x]
-        else:
-            if x > 0:
-                div1 = (a11[x] - a11[x - 1]) + a12[x]
-                div2 = (a21[x] - a21[x - 1]) + a22[x]
-            else:
-                div1 = a11[x] + a12[x]
-                div2 = a21[x] + a22[x]
-        n1 = (o1 + d1) + theta * div1
-        n2 = (o2 + d2) + theta * div2
-        b1[x] = n1
-        b2[x] = n2
-        e1 = n1 - o1
-        e2 = n2 - o2
-        e[x] = e1 * e1 + e2 * e2
+        div1 = a11[0] + a12[0]
+        div2 = a21[0] + a22[0]
+        _primal_px(0, b1, b2, cx, cy, rc, e, div1, div2, l_t, nl, theta)
+        for x in range(1, w):
+            div1 = (a11[x] - a11[x - 1]) + a12[x]
+            div2 = (a21[x] - a21[x - 1]) + a22[x]
+            _primal_px(x, b1, b2, cx, cy, rc, e, div1, div2, l_t, nl, theta)
 
 
 @njit(inline="always")
 def _hypot(a, b):
-    da = np.float64(a)
-    db = np.float64(b)
-    return np.float32(math.sqrt(da * da + db * db))
+    """|(a, b)| in float32: sqrt of the float32 sum of squares. OpenCV calls ``hypotf``
+    (correctly rounded); this is within 1 ulp of it (equal for ~83% of values) and 40% faster
+    per dual update than a double-precision square root (``benchmarks/RESULTS.md``)."""
+    return np.sqrt(a * a + b * b)
+
+
+@njit(inline="always")
+def _dual_px(x, q11, q12, q21, q22, g1x, g1y, g2x, g2y, taut):
+    ng1 = _F(1.0) + taut * _hypot(g1x, g1y)
+    ng2 = _F(1.0) + taut * _hypot(g2x, g2y)
+    q11[x] = (q11[x] + taut * g1x) / ng1
+    q12[x] = (q12[x] + taut * g1y) / ng1
+    q21[x] = (q21[x] + taut * g2x) / ng2
+    q22[x] = (q22[x] + taut * g2y) / ng2
 
 
 @njit(**_JIT)
 def _dual_row(y, u1, u2, p11, p12, p21, p22, taut):
     """Forward gradient of the new flow and dual update of row ``y`` (OpenCV's
-    ``forwardGradient`` + ``estimateDualVariables``)."""
+    ``forwardGradient`` + ``estimateDualVariables``; zero gradient across the last
+    column and row)."""
     h, w = u1.shape
     c1 = u1[y]
     c2 = u2[y]
-    last = y == h - 1
-    n1 = u1[min(y + 1, h - 1)]
-    n2 = u2[min(y + 1, h - 1)]
     q11 = p11[y]
     q12 = p12[y]
     q21 = p21[y]
     q22 = p22[y]
-    one = _F(1.0)
-    for x in range(w):
-        if x < w - 1:
+    zero = _F(0.0)
+    if y < h - 1:
+        n1 = u1[y + 1]
+        n2 = u2[y + 1]
+        for x in range(w - 1):
             g1x = c1[x + 1] - c1[x]
             g2x = c2[x + 1] - c2[x]
-        else:
-            g1x = _F(0.0)
-            g2x = _F(0.0)
-        g1y = n1[x] - c1[x]
-        g2y = n2[x] - c2[x]
-        if last:
-            g1y = _F(0.0)
-            g2y = _F(0.0)
-        ng1 = one + taut * _hypot(g1x, g1y)
-        ng2 = one + taut * _hypot(g2x, g2y)
-        q11[x] = (q11[x] + taut * g1x) / ng1
-        q12[x] = (q12[x] + taut * g1y) / ng1
-        q21[x] = (q21[x] + taut * g2x) / ng2
-        q22[x] = (q22[x] + taut * g2y) / ng2
+            g1y = n1[x] - c1[x]
+            g2y = n2[x] - c2[x]
+            _dual_px(x, q11, q12, q21, q22, g1x, g1y, g2x, g2y, taut)
+        x = w - 1
+        _dual_px(x, q11, q12, q21, q22, zero, n1[x] - c1[x], zero, n2[x] - c2[x], taut)
+    else:
+        for x in range(w - 1):
+            g1x = c1[x + 1] - c1[x]
+            g2x = c2[x + 1] - c2[x]
+            _dual_px(x, q11, q12, q21, q22, g1x, zero, g2x, zero, taut)
+        _dual_px(w - 1, q11, q12, q21, q22, zero, zero, zero, zero, taut)
 
 
 @njit(**_JIT)
-def _iterate(u1, u2, p11, p12, p21, p22, wx, wy, grad, rho_c, err, l_t, theta, taut):
+def _iterate(u1, u2, p11, p12, p21, p22, wx, wy, rho_c, err, l_t, theta, taut):
     """One inner iteration in one pass over the rows (primal on y, dual on y - 1)."""
     h = u1.shape[0]
     for y in range(h):
-        _primal_row(y, u1, u2, p11, p12, p21, p22, wx, wy, grad, rho_c, err, l_t, theta)
+        _primal_row(y, u1, u2, p11, p12, p21, p22, wx, wy, rho_c, err, l_t, theta)
         if y > 0:
             _dual_row(y - 1, u1, u2, p11, p12, p21, p22, taut)
     _dual_row(h - 1, u1, u2, p11, p12, p21, p22, taut)
 
 
 @njit(parallel=True, **_JIT)
-def _iterate_rows(u1, u2, p11, p12, p21, p22, wx, wy, grad, rho_c, err, l_t, theta, taut):
+def _iterate_rows(u1, u2, p11, p12, p21, p22, wx, wy, rho_c, err, l_t, theta, taut):
     """One inner iteration as two row-parallel passes (primal, then dual): for one pair."""
     h = u1.shape[0]
     for y in prange(h):
-        _primal_row(y, u1, u2, p11, p12, p21, p22, wx, wy, grad, rho_c, err, l_t, theta)
+        _primal_row(y, u1, u2, p11, p12, p21, p22, wx, wy, rho_c, err, l_t, theta)
     for y in prange(h):
         _dual_row(y, u1, u2, p11, p12, p21, p22, taut)
 
@@ -723,14 +739,13 @@ def _solve_level(i0, i1, u1, u2, buf, stride, params, rows_parallel):
     i1y = _plane(buf, 1, h, w, stride)
     wx = _plane(buf, 2, h, w, stride)
     wy = _plane(buf, 3, h, w, stride)
-    grad = _plane(buf, 4, h, w, stride)
-    rho_c = _plane(buf, 5, h, w, stride)
-    p11 = _plane(buf, 6, h, w, stride)
-    p12 = _plane(buf, 7, h, w, stride)
-    p21 = _plane(buf, 8, h, w, stride)
-    p22 = _plane(buf, 9, h, w, stride)
-    err = _plane(buf, 10, h, w, stride)
-    pad = buf[11 * stride :]
+    rho_c = _plane(buf, 4, h, w, stride)
+    p11 = _plane(buf, 5, h, w, stride)
+    p12 = _plane(buf, 6, h, w, stride)
+    p21 = _plane(buf, 7, h, w, stride)
+    p22 = _plane(buf, 8, h, w, stride)
+    err = _plane(buf, 9, h, w, stride)
+    pad = buf[_WORK_PLANES * stride :]
     _centered_gradient(i1, i1x, i1y)
     p11[:] = 0.0
     p12[:] = 0.0
@@ -739,7 +754,7 @@ def _solve_level(i0, i1, u1, u2, buf, stride, params, rows_parallel):
     k = int(median)
     for _ in range(int(warps)):
         for y in range(h):
-            _warp_row(y, i0, i1, i1x, i1y, u1, u2, wx[y], wy[y], grad[y], rho_c[y])
+            _warp_row(y, i0, i1, i1x, i1y, u1, u2, wx[y], wy[y], rho_c[y])
         above = True
         n_outer = 0
         while above and n_outer < outer:
@@ -749,11 +764,9 @@ def _solve_level(i0, i1, u1, u2, buf, stride, params, rows_parallel):
             n_inner = 0
             while above and n_inner < inner:
                 if rows_parallel:
-                    _iterate_rows(
-                        u1, u2, p11, p12, p21, p22, wx, wy, grad, rho_c, err, l_t, theta, taut
-                    )
+                    _iterate_rows(u1, u2, p11, p12, p21, p22, wx, wy, rho_c, err, l_t, theta, taut)
                 else:
-                    _iterate(u1, u2, p11, p12, p21, p22, wx, wy, grad, rho_c, err, l_t, theta, taut)
+                    _iterate(u1, u2, p11, p12, p21, p22, wx, wy, rho_c, err, l_t, theta, taut)
                 above = _above(err, eps)
                 n_inner += 1
             n_outer += 1
@@ -770,14 +783,14 @@ def _solve_pair(i0, i1, flow, init, sizes, params, scale_step, rows_parallel):
     for s in range(n_levels):
         total += 4 * (sizes[s, 0] * sizes[s, 1] + _PLANE_PAD)
     pad_size = (h + 8) * (w + 8)
-    work = np.zeros(total + 11 * stride + pad_size + stride, np.float32)
+    work = np.zeros(total + _WORK_PLANES * stride + pad_size + stride, np.float32)
     offs = np.empty(n_levels, np.int64)
     o = 0
     for s in range(n_levels):
         offs[s] = o
         o += 4 * (sizes[s, 0] * sizes[s, 1] + _PLANE_PAD)
     wbuf = work[o:]
-    tmp = wbuf[11 * stride + pad_size :]
+    tmp = wbuf[_WORK_PLANES * stride + pad_size :]
     levels = []
     for s in range(n_levels):
         hs = sizes[s, 0]
@@ -861,7 +874,7 @@ def median_network_source(k: int = 5) -> list[str]:
     """Source lines of the generated block in :func:`_median5_rows`: the 25 window values
     of rows ``r0..r4`` and the 202 min/max of the pruned sorting network
     (:func:`networks.median_network_lines`). A test checks that the block equals this;
-    regenerate with ``python -m tristream.models.tvl1.cpu``."""
+    regenerate with ``python -m tristream.models.tvl1.cpu --regenerate``."""
     return median_network_lines(k, lambda i, dy, dx: f"r{dy}[x + {dx}]", "_lo", "_hi")
 
 
@@ -941,5 +954,28 @@ def solve(
     return flow
 
 
+def warm() -> float:
+    """Compile (or load from the cache) every kernel the solver uses; returns seconds.
+
+    Docker images run this at build time (``python -m tristream.models.tvl1.cpu --warm``)
+    so that workers on the same CPU model start without compiling."""
+    import time
+
+    t0 = time.perf_counter()
+    frames = np.linspace(0, 255, 3 * 24 * 32, dtype=np.float32).reshape(3, 24, 32)
+    params = TVL1Params(nscales=1, warps=1, outer_iterations=1, inner_iterations=1)
+    solve(frames[:2], frames[1:], params, threads=2)  # parallel over pairs
+    solve(frames[:1], frames[1:2], params, threads=2)  # one pair, rows in parallel
+    solve(frames[:1], frames[1:2], TVL1Params(median_filtering=3, nscales=1), threads=1)
+    return time.perf_counter() - t0
+
+
 if __name__ == "__main__":
-    _regenerate(__file__)
+    import sys
+
+    if sys.argv[1:] == ["--warm"]:
+        print(f"numba kernels ready in {warm():.1f} s (cache: {cache_dir()})")
+    elif sys.argv[1:] == ["--regenerate"]:
+        _regenerate(__file__)
+    else:
+        sys.exit("usage: python -m tristream.models.tvl1.cpu --warm | --regenerate")

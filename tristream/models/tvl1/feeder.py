@@ -9,7 +9,8 @@ segment its flow, in order. Pairs are independent, so a segment's flow does not 
 on what it was batched with.
 
 A batch that fails is solved again segment by segment, so an error fails only the
-segment (video) it belongs to; the others get their flow.
+segment (video) it belongs to; the others get their flow. On the CPU the default (fused)
+path runs here without any torch operation (see ``TVL1Solver.solve_arrays``).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class FlowResult:
 
 @dataclass
 class _Request:
-    frames: torch.Tensor  # [T, H, W] float32 on the solver's device
+    frames: np.ndarray  # [T, H, W] grey levels
     result: FlowResult
     future: Future
     next_pair: int = 0
@@ -108,8 +109,7 @@ class FlowFeeder:
         if t < 2:
             future.set_result(FlowResult(flow))
             return future
-        frames = torch.from_numpy(np.ascontiguousarray(gray)).to(self.device, torch.float32)
-        request = _Request(frames, FlowResult(flow), future)
+        request = _Request(np.ascontiguousarray(gray), FlowResult(flow), future)
         with self._cond:
             if self._closed:
                 raise RuntimeError("the flow feeder is closed")
@@ -201,10 +201,10 @@ class FlowFeeder:
                 request.future.set_result(request.result)
 
     def _solve_together(self, parts: list[tuple[_Request, int, int]]) -> None:
-        i0 = torch.cat([r.frames[s:e] for r, s, e in parts])
-        i1 = torch.cat([r.frames[s + 1 : e + 1] for r, s, e in parts])
+        i0 = np.concatenate([r.frames[s:e] for r, s, e in parts])
+        i1 = np.concatenate([r.frames[s + 1 : e + 1] for r, s, e in parts])
         stats = TVL1Stats()
-        flow = self.solver(i0, i1, stats=stats).cpu().numpy()
+        flow = self.solver.solve_arrays(i0, i1, self.device, stats)
         self.batches += 1
         k = 0
         for request, s, e in parts:

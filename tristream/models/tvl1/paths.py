@@ -200,11 +200,8 @@ class FusedCpuPath:
         from tristream.models.tvl1 import cpu
 
         stats.batches += 1
-        a = i0.detach().to(torch.float32).contiguous().numpy()
-        b = i1.detach().to(torch.float32).contiguous().numpy()
-        init = None
-        if initial_flow is not None:
-            init = initial_flow.detach().to(torch.float32).contiguous().numpy()
+        arrays = isinstance(i0, np.ndarray)  # numpy in, numpy out (TVL1Solver.solve_arrays)
+        a, b, init = (_numpy(t) for t in (i0, i1, initial_flow))
         try:
             flow = cpu.solve(a, b, params, init, threads=self.threads)
         except (ValueError, MemoryError):
@@ -216,4 +213,11 @@ class FusedCpuPath:
                 f"the fused CPU kernels failed: {type(exc).__name__}: {exc}".splitlines()[0]
             ) from exc
         self._checked = True
-        return torch.from_numpy(np.ascontiguousarray(flow))
+        return flow if arrays else torch.from_numpy(flow)
+
+
+def _numpy(t: torch.Tensor | np.ndarray | None) -> np.ndarray | None:
+    """float32 numpy view (or copy) of a CPU tensor or array; no torch op runs."""
+    if t is None or isinstance(t, np.ndarray):
+        return t
+    return t.detach().numpy()
