@@ -173,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         pool_s, pool_pairs = lab_pool_job(items, os.path.join(tmp, "pool"))
         tri_s, manifest = tristream_job(items, os.path.join(tmp, "tri"), args.flow, args.workers)
         start_s = startup_seconds()
+    totals = manifest["totals"]
+    if totals["videos_written"] != totals["videos"]:
+        raise SystemExit(f"tristream failed videos: {totals} (see its failures.jsonl)")
     pairs = manifest["metrics"].get("flow_pairs", 0)
     if pairs != lab_pairs:
         print(f"note: tristream solved {pairs} pairs, the lab's script {lab_pairs}")

@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     if not videos:
         print(f"no videos under {args.videos}", file=sys.stderr)
         return 1
-    flows = [args.flow] if args.flow else ["opencv", "none"]
+    flows = [args.flow] if args.flow else ["tvl1", "opencv", "none"]
     print("## tristream pipeline benchmark\n")
     print("Command: `python " + " ".join(["benchmarks/pipeline.py", *sys.argv[1:]]) + "`\n")
     print(machine())

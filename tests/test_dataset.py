@@ -98,6 +98,9 @@ def make_row(
         keypoints=kp,
         boxes=None if kp is None else np.zeros((persons, n, 5), np.float32),
         track_ids=None if kp is None else np.arange(persons),
+        keypoints3d=None
+        if kp is None or "keypoints3d" not in modalities
+        else np.linspace(-1, 1, kp[..., 0].size * 3, dtype=np.float32).reshape(*kp.shape[:3], 3),
         meta=json.dumps({"schema_version": 1, "flow_encoding": flow_encoding}),
         flow_encoding=flow_encoding,
         image_format=image_fmt,
@@ -474,7 +477,7 @@ def test_parquet_and_tfrecord_give_identical_tensors(tmp_path):
     assert -1 in [s["label_index"] for s in a]
     for x, y in zip(a, b):
         assert x.keys() == y.keys()
-        assert set(MODALITIES) <= x.keys()
+        assert set(pq_ds.modalities) <= x.keys()
         for key in x:
             if isinstance(x[key], torch.Tensor):
                 assert x[key].dtype == y[key].dtype and torch.equal(x[key], y[key]), key

@@ -12,7 +12,12 @@ from tristream.cli import main
 from tristream.config import RunConfig
 from tristream.pipeline.run import run
 from tristream.shards import read_rows
-from tristream.transforms.skeletons import load_skeletons, save_skeletons, to_annotation
+from tristream.transforms.skeletons import (
+    load_skeletons,
+    rescale_keypoints,
+    save_skeletons,
+    to_annotation,
+)
 
 SHORT = 64
 
@@ -66,7 +71,10 @@ def test_imported_skeletons_become_keypoints_boxes_and_tracks(skeleton_run):
         assert r["keypoints"].shape == (2, r["num_frames"], 17, 3)
         assert r["track_ids"].tolist() == [0, 1]  # ordered by mean score
         src = kps[:, r["start_frame"] : r["start_frame"] + r["num_frames"]]
-        np.testing.assert_allclose(r["keypoints"][..., :2], src[..., :2] * scale, atol=1e-3)
+        seen = src[..., 2] > 0  # pixel centres at integers (DESIGN.md): (x + 0.5) * s - 0.5
+        np.testing.assert_allclose(
+            r["keypoints"][..., :2][seen], ((src[..., :2] + 0.5) * scale - 0.5)[seen], atol=1e-3
+        )
         np.testing.assert_allclose(r["keypoints"][..., 2], src[..., 2])
         boxes = r["boxes"]
         visible = r["keypoints"][..., 2] > 0
@@ -89,7 +97,7 @@ def test_pose_frames_are_the_skeleton_drawn_over_rgb(skeleton_run):
     k = row["keypoints"][0, 0]
     for a in np.linspace(0.2, 0.8, 4):
         x, y = (k[7, :2] * (1 - a) + k[9, :2] * a).round().astype(int)
-        assert diff[0, y, x] > 40
+        assert diff[0, y - 1 : y + 2, x - 1 : x + 2].max() > 40  # the line, anti-aliased
     # ... and far from both people it is the RGB frame (up to JPEG noise).
     assert np.median(diff[0, :, -6:]) < 8
 
@@ -97,14 +105,21 @@ def test_pose_frames_are_the_skeleton_drawn_over_rgb(skeleton_run):
 def test_export_skeletons_round_trips_through_the_pyskl_format(skeleton_run, tmp_path):
     out, kps, _ = skeleton_run
     pkl = tmp_path / "export.pkl"
-    assert main(["export-skeletons", str(out), str(pkl), "--split", "val"]) == 0
+    assert main(["export-skeletons", str(out), str(pkl), "--split-name", "train=xsub_val"]) == 0
     ann = load_skeletons(str(pkl))["phone"]
     assert ann.label == 0  # the manifest label "talk"
     assert ann.img_shape == (64, 78)
-    assert ann.splits == ("val",)
+    assert ann.original_shape == (144, 176)  # the source video's
+    assert ann.splits == ("xsub_val",)
     assert ann.keypoints.shape == (2, 25, 17, 3)
     scale = np.array([78 / 176, 64 / 144], np.float32)
-    np.testing.assert_allclose(ann.keypoints[..., :2], kps[..., :2] * scale, atol=1e-3)
+    seen = kps[..., 2] > 0
+    np.testing.assert_allclose(
+        ann.keypoints[..., :2][seen], ((kps[..., :2] + 0.5) * scale - 0.5)[seen], atol=1e-3
+    )
+    # Back through --skeletons to the source size: the same keypoints (one convention).
+    back = rescale_keypoints(ann.keypoints, ann.img_shape, ann.original_shape)
+    np.testing.assert_allclose(back[seen], kps[seen], atol=2e-3)
 
 
 def test_real_detector_finds_and_tracks_people_in_real_video(tmp_path, bikes, data_dir):

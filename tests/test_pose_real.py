@@ -329,18 +329,25 @@ def test_cli_persons_pose_frames_and_export_carry_the_keypoints(tmp_path, bikes)
     assert far_all.size > 100_000
     assert np.median(far_all) <= 2 and np.percentile(far_all, 99) <= 12
 
-    # The pyskl export (PYSKL layout with --split) holds the same keypoints, split into
-    # keypoint [M, T, 17, 2] and keypoint_score [M, T, 17], persons in track id order,
-    # frames of the whole video (the rows share frame 12).
+    # The pyskl export (the {split, annotations} layout) holds the same keypoints, split
+    # into keypoint [M, T, 17, 2] and keypoint_score [M, T, 17], frames of the whole video
+    # (the rows share frame 12), persons by mean score over the video, best first.
     pkl = tmp_path / "skeletons.pkl"
-    done = subprocess.run([*cli, "export-skeletons", str(out), str(pkl), "--split", "train"],
+    done = subprocess.run([*cli, "export-skeletons", str(out), str(pkl)],
                           cwd=REPO, capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     with open(pkl, "rb") as f:
         data = pickle.load(f)  # noqa: S301 - written by this test
     assert data["split"] == {"train": ["cyclist"]}
     (ann,) = data["annotations"]
-    ids = sorted({int(i) for r in rows for i in r["track_ids"]})
+    scores: dict[int, np.ndarray] = {}
+    for r in rows:
+        for k, tid in enumerate(r["track_ids"]):
+            per_frame = scores.setdefault(int(tid), np.zeros((25, 17), np.float32))
+            per_frame[r["start_frame"] : r["start_frame"] + r["num_frames"]] = r["keypoints"][
+                k, ..., 2
+            ]
+    ids = sorted(scores, key=lambda i: (-scores[i].mean(), i))
     assert ann["frame_dir"] == "cyclist" and ann["label"] == 0
     assert tuple(ann["img_shape"]) == (128, 302) and ann["total_frames"] == 25
     assert ann["keypoint"].shape == (len(ids), 25, 17, 2)

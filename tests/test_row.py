@@ -42,13 +42,14 @@ ALL = ("rgb", "flow", "pose", "keypoints")
 CONTRACT_ORDER = [
     "video_id", "source", "label", "label_index", "segment", "start_frame", "num_frames",
     "fps", "height", "width", "rgb", "flow_x", "flow_y", "pose", "keypoints", "boxes",
-    "track_ids", "num_persons", "meta",
+    "track_ids", "num_persons", "source_height", "source_width", "meta",
 ]  # fmt: skip
 #: The TFRecord key of each column (README "Shard schema"), spelled here, not taken from code.
 TF_CONTEXT = {
     "example/id": ("video_id", "str"), "clip/data_path": ("source", "str"),
     "clip/label/string": ("label", "str"), "clip/label/index": ("label_index", "int"),
     "clip/segment/index": ("segment", "int"), "clip/start/frame": ("start_frame", "int"),
+    "clip/source/height": ("source_height", "int"), "clip/source/width": ("source_width", "int"),
     "clip/frames": ("num_frames", "int"), "image/frame_rate": ("fps", "float"),
     "image/height": ("height", "int"), "image/width": ("width", "int"),
     "region/keypoints": ("keypoints", "list"), "region/boxes": ("boxes", "list"),
@@ -97,7 +98,8 @@ def row_args(frames: np.ndarray, flow_encoding: str = "jpeg") -> dict:
         video_id="cars/carphone", source="/videos/carphone.mp4", label="talk", label_index=2,
         segment=1, start_frame=299, fps=25.0, frames=frames, flow=smooth_flow(),
         pose_frames=np.ascontiguousarray(255 - frames), keypoints=kp, boxes=boxes,
-        track_ids=ids, meta=meta(flow_encoding=flow_encoding), flow_encoding=flow_encoding,
+        track_ids=ids, source_size=(144, 176), meta=meta(flow_encoding=flow_encoding),
+        flow_encoding=flow_encoding,
     )  # fmt: skip
 
 
@@ -326,7 +328,9 @@ def test_rows_read_back_by_pyarrow_and_tfrecord_decode_to_the_references(
         assert np.array_equal(x["rgb"], np.stack([cv2_decode(d) for d in raw["rgb"]]))
     assert list(a[0]) == CONTRACT_ORDER[:10] + [
         "meta", "rgb", "flow", "pose", "num_persons", "keypoints", "boxes", "track_ids",
+        "source_size",
     ]  # fmt: skip
+    assert a[0]["source_size"] == (144, 176)
 
 
 def test_iter_raw_rows_selects_columns_alike_in_both_formats(tmp_path, frames):

@@ -141,11 +141,19 @@ def test_a_numpy_1_protocol_0_pickle_loads(tmp_path):
 def test_rescaling_and_segment_slices():
     kps = _keypoints(2, 6)
     out = rescale_keypoints(kps, (256, 340), (128, 680))
-    np.testing.assert_allclose(out[..., 0], kps[..., 0] * 2, rtol=1e-6)
-    np.testing.assert_allclose(out[..., 1], kps[..., 1] / 2, rtol=1e-6)
+    seen = kps[..., 2] > 0
+    # Pixel centres at integers: the frame's edges (-0.5 and size - 0.5) map onto each other.
+    np.testing.assert_allclose(out[..., 0][seen], (kps[..., 0][seen] + 0.5) * 2 - 0.5, rtol=1e-6)
+    np.testing.assert_allclose(out[..., 1][seen], (kps[..., 1][seen] + 0.5) / 2 - 0.5, rtol=1e-6)
     np.testing.assert_array_equal(out[..., 2], kps[..., 2])
     assert not out[-1, -2:].any()  # absent joints stay zeros
-    np.testing.assert_allclose(rescale_keypoints(out, (128, 680), (256, 340)), kps, rtol=1e-6)
+    np.testing.assert_allclose(
+        rescale_keypoints(out, (128, 680), (256, 340)), kps, rtol=1e-5, atol=1e-4
+    )
+    edges = np.array([[-0.5, -0.5], [339.5, 255.5]], np.float32)  # a 256x340 frame's corners
+    np.testing.assert_allclose(
+        rescale_keypoints(edges, (256, 340), (128, 680)), [[-0.5, -0.5], [679.5, 127.5]]
+    )
     assert rescale_keypoints(kps[..., :2], (10, 10), (20, 30)).shape == (2, 6, 17, 2)
     with pytest.raises(ValueError):
         rescale_keypoints(kps, (0, 10), (10, 10))
@@ -156,9 +164,10 @@ def test_rescaling_and_segment_slices():
     assert tail.shape == (2, 5, 17, 3)
     np.testing.assert_array_equal(tail[:, :2], kps[:, 4:6])
     assert not tail[:, 2:].any()
-    np.testing.assert_allclose(
-        slice_for_segment(ann, 1, 2, to_shape=(512, 680)), kps[:, 1:3] * [2, 2, 1], rtol=1e-6
-    )
+    doubled = slice_for_segment(ann, 1, 2, to_shape=(512, 680))
+    src = kps[:, 1:3]
+    seen = src[..., 2] > 0
+    np.testing.assert_allclose(doubled[seen][:, :2], (src[seen][:, :2] + 0.5) * 2 - 0.5, rtol=1e-6)
     assert slice_for_segment(ann, 10, 2).shape == (2, 2, 17, 3)
     with pytest.raises(ValueError):
         slice_for_segment(ann, -1, 2)

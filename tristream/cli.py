@@ -190,6 +190,12 @@ def _run_parser(sub) -> None:
         help="import 2D skeletons from an mmaction2/pyskl pickle instead of running models",
     )
     pose.add_argument("--max-persons", type=int, default=5, help="tracks kept per row")
+    pose.add_argument(
+        "--keypoints3d",
+        action="store_true",
+        help="also store each person's COCO-17 joints in 3D (metres, root-relative) from a "
+        "pose model with 3D output (BlazePose's world landmarks, as --persons packages)",
+    )
     pose.add_argument("--det-threshold", type=float, default=0.3, help="detector score threshold")
     pose.add_argument("--det-nms", type=float, default=0.45, help="detector NMS IoU threshold")
     pose.add_argument(
@@ -275,6 +281,7 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
         flip_test=args.flip_test,
         skeletons=args.skeletons,
         max_persons=args.max_persons,
+        keypoints3d=args.keypoints3d,
         det_threshold=args.det_threshold,
         det_nms=args.det_nms,
         render=args.render,
@@ -321,9 +328,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tristream.exports import export_skeletons
+    from tristream.exports import export_skeletons, parse_split_names
 
-    n = export_skeletons(args.output, args.pickle, split=args.split)
+    n = export_skeletons(
+        args.output, args.pickle, parse_split_names(args.split_name), three_d=args.three_d
+    )
     print(f"{args.pickle}: {n} videos")
     return 0
 
@@ -340,11 +349,23 @@ def main(argv: list[str] | None = None) -> int:
     ins.add_argument("--video", help="video id for the contact sheet (default: the first)")
     ins.add_argument("--frames", type=int, default=8, help="frames across the contact sheet")
     exp = sub.add_parser(
-        "export-skeletons", help="write the shards' keypoints as an mmaction2/pyskl pickle"
+        "export-skeletons",
+        help="write the shards' keypoints as a skeleton file mmaction2/pyskl load by split",
     )
     exp.add_argument("output", help="a run's output folder")
     exp.add_argument("pickle", help="the .pkl file to write")
-    exp.add_argument("--split", help="also write a split of this name listing every video")
+    exp.add_argument(
+        "--split-name",
+        action="append",
+        metavar="OLD=NEW",
+        help="rename a split in the file, repeatable (e.g. train=xsub_train val=xsub_val)",
+    )
+    exp.add_argument(
+        "--3d",
+        dest="three_d",
+        action="store_true",
+        help="write the 3D keypoints (keypoint [M, T, 17, 3], metres; runs with --keypoints3d)",
+    )
     args, rest = parser.parse_known_args(argv)
     if args.command != "run" and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")

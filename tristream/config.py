@@ -85,6 +85,7 @@ class RunConfig:
     flip_test: bool = False
     skeletons: str | None = None
     max_persons: int = 5
+    keypoints3d: bool = False
     det_threshold: float = 0.3
     det_nms: float = 0.45
     render: str = "bars,fine,ratio,rgb"
@@ -133,6 +134,11 @@ class RunConfig:
                 raise ValueError(f"--pose-precision must be one of {POSE_PRECISIONS}")
         if self.max_persons < 1:
             raise ValueError("--max-persons must be at least 1")
+        if self.keypoints3d and not self.pose_model:
+            raise ValueError(
+                "--keypoints3d needs a pose model with 3D output (--persons, or --pose-model "
+                "with BlazePose); imported --skeletons are 2D"
+            )
         for name in ("detector", "pose_model", "skeletons"):
             path = getattr(self, name)
             # --skeletons may be an object-store URI (tristream.shards.storage).
@@ -163,6 +169,8 @@ class RunConfig:
             mods.append("pose")
         if self.persons:
             mods.append("keypoints")
+        if self.keypoints3d:
+            mods.append("keypoints3d")
         return tuple(mods)
 
     def affecting_output(self) -> dict:
@@ -182,7 +190,8 @@ class RunConfig:
     def _persons_config(self) -> dict | None:
         if not self.persons:
             return None
-        return {
+        extra = {"keypoints3d": True} if self.keypoints3d else {}  # absent: earlier hashes hold
+        return extra | {
             "detector": _file_id(self.detector),
             "pose_model": _file_id(self.pose_model),
             "pose_decoder": self.pose_decoder if self.pose_model else None,

@@ -43,7 +43,7 @@ GAP = 4
 #: Sheet background and text grey levels.
 BACKGROUND, INK = 255, 32
 #: Row names in sheet order (absent modalities are left out).
-ROW_NAMES = ("RGB", "flow", "pose", "keypoints")
+ROW_NAMES = ("RGB", "flow", "pose", "keypoints", "3D")
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -152,6 +152,20 @@ class VideoFrames:
         row, k = found
         return row.flow([k])[0]
 
+    def persons3d(self, i: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """The persons present at frame ``i`` with 3D joints: ``(track_id, xyz [17, 3]
+        metres, score [17])``."""
+        found = self._locate(i)
+        if found is None:
+            return []
+        row, k = found
+        kp, k3, ids = row.keypoints(), row.keypoints3d(), row.track_ids()
+        return [
+            (int(ids[p]), k3[p, k], kp[p, k, :, 2])
+            for p in range(row.num_persons)
+            if (kp[p, k, :, 2] > 0).any()
+        ]
+
     def persons(self, i: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """The persons present at frame ``i``: ``(track_id, keypoints [17, 3], box [5])``.
 
@@ -206,6 +220,32 @@ def draw_persons(frame: np.ndarray, persons: list[tuple[int, np.ndarray, np.ndar
     return out
 
 
+def draw_skeletons_3d(
+    persons: list[tuple[int, np.ndarray, np.ndarray]], h: int, w: int,
+    score_threshold: float = 0.3,
+) -> np.ndarray:  # fmt: skip
+    """Front (x, y) and side (z, y) views of 3D skeletons side by side on a white
+    ``[h, w, 3]`` tile: metres around each person's hips, 2.4 m tall per view, y down;
+    each track in its colour. Joints under ``score_threshold`` (2D score) are left out."""
+    from tristream.shards.coco import SKELETON
+
+    tile = np.full((h, w, 3), BACKGROUND, np.uint8)
+    half = w // 2
+    cv2.line(tile, (half, 0), (half, h - 1), (200, 200, 200), 1)
+    scale = h / 2.4  # pixels per metre
+    for x0, axis, label in ((0, 0, "front"), (half, 2, "side")):
+        _text(tile, label, x0 + 3, 11, 0.3)
+        for track_id, xyz, score in persons:
+            color = track_color(track_id)
+            seen = score >= score_threshold
+            pts = np.stack([xyz[:, axis] * scale + x0 + half / 2, xyz[:, 1] * scale + h / 2], -1)
+            for a, b in SKELETON:
+                if seen[a] and seen[b]:
+                    pa, pb = pts[a].round().astype(int), pts[b].round().astype(int)
+                    cv2.line(tile, tuple(pa), tuple(pb), color, max(1, h // 100), cv2.LINE_AA)
+    return tile
+
+
 def _fit(tile: np.ndarray, h: int, w: int) -> np.ndarray:
     if tile.shape[:2] == (h, w):
         return tile
@@ -232,7 +272,8 @@ def contact_sheet(out_dir: str | os.PathLike, video_id: str | None = None, frame
         Middlebury wheel, saturated at the 99th percentile of the shown flow
         lengths, with the wheel's legend under the row label; ``pose`` (the
         stored rendered frames); ``keypoints`` (joints, boxes and ``#track``
-        ids over the RGB frames). Tile ``(row, col)`` starts at
+        ids over the RGB frames); ``3D`` (the 3D joints' front and side views, see
+        :func:`draw_skeletons_3d`). Tile ``(row, col)`` starts at
         :func:`tile_origin`.
     """
     rows = video_raw_rows(out_dir, video_id)
@@ -248,6 +289,8 @@ def contact_sheet(out_dir: str | os.PathLike, video_id: str | None = None, frame
         names.append("pose")
     if video.has("keypoints"):
         names.append("keypoints")
+    if video.has("keypoints3d"):
+        names.append("3D")
 
     tiles: dict[str, list[np.ndarray]] = defaultdict(list)
     rgb = [video.image("rgb", i) for i in picked]
@@ -273,6 +316,8 @@ def contact_sheet(out_dir: str | os.PathLike, video_id: str | None = None, frame
                 for tid, kp, box in video.persons(i)
             ]
             tiles["keypoints"].append(draw_persons(_fit(frame, th, tw), persons))
+    if "3D" in names:
+        tiles["3D"] = [draw_skeletons_3d(video.persons3d(i), th, tw) for i in picked]
     sheet_h = HEADER_H + len(names) * (th + GAP)
     sheet_w = LABEL_W + len(picked) * (tw + GAP)
     sheet = np.full((sheet_h, sheet_w, 3), BACKGROUND, np.uint8)
@@ -445,7 +490,8 @@ def summary(out_dir: str | os.PathLike, max_videos: int = 20) -> str:
     if files:
         sizes, how = modality_bytes(out_dir)
         total = sum(sizes.values()) or 1
-        order = [m for m in ("rgb", "flow", "pose", "keypoints", "other", "footer") if m in sizes]
+        order = [m for m in ("rgb", "flow", "pose", "keypoints", "keypoints3d", "other", "footer")
+                 if m in sizes]  # fmt: skip
         parts = [f"{m} {_mb(sizes[m])} ({100 * sizes[m] / total:.0f}%)" for m in order]
         lines.append(f"bytes per modality ({how}): " + ", ".join(parts))
         every = files

@@ -155,8 +155,9 @@ class Models:
                             "in float32 on the CPU", config.pose_precision)  # fmt: skip
                 dtype = None
             self.estimator = PoseEstimator(
-                model, decoder=config.pose_decoder, flip_test=config.flip_test, dtype=dtype
-            )
+                model, decoder=config.pose_decoder, flip_test=config.flip_test, dtype=dtype,
+                keypoints3d=config.keypoints3d,
+            )  # fmt: skip
 
 
 def check_models(config: RunConfig) -> None:
@@ -172,7 +173,10 @@ def check_models(config: RunConfig) -> None:
         from tristream.transforms.pose import PoseEstimator
 
         model = load_pose(config.pose_model, device="cpu", pose_format=config.pose_format)
-        PoseEstimator(model, decoder=config.pose_decoder, flip_test=config.flip_test)
+        PoseEstimator(
+            model, decoder=config.pose_decoder, flip_test=config.flip_test,
+            keypoints3d=config.keypoints3d,
+        )  # fmt: skip
 
 
 def process_video(
@@ -272,6 +276,8 @@ def process_video(
                 keypoints=None if tracks is None else tracks.keypoints,
                 boxes=None if tracks is None else tracks.boxes,
                 track_ids=None if tracks is None else tracks.track_ids,
+                keypoints3d=None if tracks is None else tracks.keypoints3d,
+                source_size=info.display_size[::-1],
                 meta=models.meta, flow_encoding=config.flow_encoding,
                 jpeg_quality=config.jpeg_quality,
             )  # fmt: skip

@@ -177,6 +177,23 @@ class OnnxPoseModel:
         if self.channel_order not in ("RGB", "BGR"):
             raise ValueError(f"{self.path}: metadata channel_order must be RGB or BGR")
         self.scale_factor = float(meta.get("scale_factor", defaults.scale_factor))
+        #: Index of the world-landmark output ([N, 3 L], metres), or None: a BlazePose model
+        #: with it gives 3D keypoints (:attr:`has_3d`).
+        self.world_output = self._world_output()
+
+    @property
+    def has_3d(self) -> bool:
+        """Whether :meth:`landmarks` gives 3D keypoints (BlazePose's world landmarks)."""
+        return self.world_output is not None
+
+    def _world_output(self) -> int | None:
+        if self.family != "blazepose":
+            return None
+        main = next(s for _, s in self.outputs if len(s) == 2 and s[1] in (165, 195))
+        want = 3 * (main[1] // 5)  # 39 or 33 landmarks x (x, y, z)
+        return next(
+            (i for i, (_, s) in enumerate(self.outputs) if len(s) == 2 and s[1] == want), None
+        )
 
     # ------------------------------------------------------------------ recognition
 
@@ -253,8 +270,20 @@ class OnnxPoseModel:
         """BlazePose and SimCC families: uint8 ``[N, H, W, 3]`` RGB crops ->
         ``(coords float64 [N, 17, 2]`` crop-input pixels (centres at integers),
         ``scores float32 [N, 17]`` in [0, 1] for BlazePose, >= 0 for SimCC)."""
+        coords, scores, _ = self.landmarks(crops)
+        return coords, scores
+
+    def landmarks(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """As :meth:`keypoints`, plus the 3D keypoints: float32 ``[N, 17, 3]`` (x, y, z) in
+        metres from BlazePose's world landmarks (origin between the hips; x to the crop's
+        right, y down, z away from the camera: the image's axes, the crop being upright),
+        or None for a model without them."""
         outs = self.run(crops)
         n = len(crops)
+        world = None
+        if self.world_output is not None:
+            w = outs[self.world_output].reshape(n, -1, 3)[:, list(BLAZEPOSE_COCO)]
+            world = w.astype(np.float32)
         if self.family == "blazepose":
             idx = next(
                 i for i, (_, s) in enumerate(self.outputs) if len(s) == 2 and s[1] in (165, 195)
@@ -267,7 +296,7 @@ class OnnxPoseModel:
                     break
             coords = lm[..., :2] - 0.5  # edge-based pixels -> pixel centres at integers
             scores = _sigmoid(lm[..., 3]) * _sigmoid(lm[..., 4]) * np.clip(person, 0.0, 1.0)
-            return coords, scores.astype(np.float32)
+            return coords, scores.astype(np.float32), world
         if self.family == "simcc":
             sx, sy = outs[0][:, :NUM_JOINTS], outs[1][:, :NUM_JOINTS]
             in_h, in_w = self.input_size
@@ -275,7 +304,7 @@ class OnnxPoseModel:
             x = sx.argmax(-1) / ratio_x
             y = sy.argmax(-1) / ratio_y
             scores = np.minimum(sx.max(-1), sy.max(-1)).clip(0.0, None)
-            return np.stack([x, y], -1).astype(np.float64), scores.astype(np.float32)
+            return np.stack([x, y], -1).astype(np.float64), scores.astype(np.float32), None
         raise ValueError(f"{self.path} is a heatmap model: decode its heatmaps()")
 
 

@@ -23,15 +23,15 @@ from tristream.pipeline.videos import Failure, VideoOutcome
 from tristream.process import VideoTask
 from tristream.shards import storage
 from tristream.shards.atomic import write_text_atomic
-from tristream.shards.files import SHARD_SUFFIXES, iter_raw_rows, open_shard_writer, shard_suffix
+from tristream.shards.files import (
+    SHARD_SUFFIXES,
+    iter_raw_rows,
+    open_shard_writer,
+    shard_name,
+)
 from tristream.shards.schema import SCHEMA_VERSION, arrow_schema
 
 LOG = logging.getLogger(__name__)
-
-
-def shard_name(split: str, shard: int, num_shards: int, fmt: str) -> str:
-    """``<split>-<shard:05d>-of-<num_shards:05d>.<fmt>``"""
-    return f"{split}-{shard:05d}-of-{num_shards:05d}{shard_suffix(fmt)}"
 
 
 def shard_key(outcome: VideoOutcome) -> tuple[tuple[str, int, int], VideoOutcome]:

@@ -276,8 +276,11 @@ class ShardDataset(IterableDataset):
                     f"(it holds {info.modalities})"
                 )
             self.files.append(info)
+            read = list(present)
+            if "keypoints3d" in read and "keypoints" not in read:
+                read.append("keypoints")  # the 3D joints' scores and person count
             self._columns.append(
-                list(_SCALAR_COLUMNS) + [c for m in present for c in _MODALITY_COLUMNS[m]]
+                list(_SCALAR_COLUMNS) + [c for m in read for c in _MODALITY_COLUMNS[m]]
             )
             row_file.append(np.full(len(index), i, np.int64))
             row_group.append(index.groups)
@@ -475,7 +478,34 @@ class ShardDataset(IterableDataset):
         if "keypoints" in want and "keypoints" in present:
             kp = view.keypoints()
             sample["keypoints"], sample["num_persons"] = self._keypoints(kp[:, idx], box)
+        if "keypoints3d" in want:
+            if "keypoints3d" not in present:
+                raise ValueError(
+                    f"{view['video_id']!r} segment {view['segment']}: the shards hold no "
+                    "keypoints3d (a run with --keypoints3d writes them)"
+                )
+            score = view.keypoints()[:, idx][..., 2]
+            k3 = self._keypoints3d(view.keypoints3d()[:, idx], score, box[4])
+            sample["keypoints3d"], sample["num_persons"] = k3
         return sample
+
+    def _keypoints3d(
+        self, k3: np.ndarray, score: np.ndarray, flip: bool
+    ) -> tuple[torch.Tensor, int]:
+        """``[M, T, 17, 3]`` metres, mirrored with the frames (x -> -x, left/right joints
+        swapped) and zero where the 2D joint is unseen; (tensor, real M)."""
+        k3 = k3.copy()
+        k3[score <= 0] = 0.0
+        if flip:
+            k3[..., 0] = -k3[..., 0]
+            k3 = k3[:, :, list(FLIP)]
+        m = k3.shape[0]
+        if self.max_persons is not None:
+            m = min(m, self.max_persons)
+            out = np.zeros((self.max_persons,) + k3.shape[1:], np.float32)
+            out[:m] = k3[:m]
+            k3 = out
+        return torch.from_numpy(np.ascontiguousarray(k3, np.float32)), m
 
     @staticmethod
     def _window(image: np.ndarray, box: tuple[int, int, int, int, bool]) -> np.ndarray:

@@ -54,6 +54,21 @@ def shard_suffix(fmt: str) -> str:
         raise ValueError(f"unknown shard format {fmt!r}; choose one of {SHARD_FORMATS}") from None
 
 
+def shard_name(split: str, shard: int, num_shards: int, fmt: str) -> str:
+    """``<split>-<shard:05d>-of-<num_shards:05d>.<suffix>``: a shard file's name."""
+    return f"{split}-{shard:05d}-of-{num_shards:05d}{shard_suffix(fmt)}"
+
+
+def split_of(path: str) -> str:
+    """The split a shard file belongs to, from its name (:func:`shard_name`)."""
+    name = os.path.basename(path.rstrip("/"))
+    head, sep, _ = name.rpartition("-of-")
+    split, dash, _ = head.rpartition("-")
+    if not sep or not dash or not split:
+        raise ValueError(f"{path}: not a shard file name (<split>-NNNNN-of-NNNNN.<suffix>)")
+    return split
+
+
 def shard_format(path: str | os.PathLike) -> str:
     """``parquet`` or ``tfrecord``, from the suffix of ``path``; ValueError for any other."""
     name = os.fspath(path)

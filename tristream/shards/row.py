@@ -78,6 +78,8 @@ def encode_row(
     keypoints: np.ndarray | None = None,
     boxes: np.ndarray | None = None,
     track_ids: np.ndarray | None = None,
+    keypoints3d: np.ndarray | None = None,
+    source_size: tuple[int, int] | None = None,
     meta: str,
     flow_encoding: str = "jpeg",
     jpeg_quality: int = JPEG_QUALITY,
@@ -99,6 +101,10 @@ def encode_row(
             ``[M, T, 5]`` (x1, y1, x2, y2, score) in pixels of ``frames``, and int
             ``[M]`` track ids; all three or none. Stored as flat float32 /
             int32 lists with ``num_persons`` = M.
+        keypoints3d: float ``[M, T, 17, 3]`` (x, y, z) metres of the same persons (needs
+            the three above); None: no ``keypoints3d`` column.
+        source_size: the source video's (height, width) before resizing, stored with the
+            persons (``source_height``/``source_width``; null when None).
         meta: the ``meta`` column, a JSON object; when flow is given, its
             ``flow_encoding`` (default ``jpeg``) must be ``flow_encoding``.
         jpeg_quality: quality of every JPEG (frames, pose frames, ``jpeg`` flow).
@@ -163,6 +169,12 @@ def encode_row(
             raise _shape_error("keypoints", f"[M, T, 17, 3] = {[m, t, NUM_JOINTS, 3]}", kps)
         if bxs.shape != (m, t, 5):
             raise _shape_error("boxes", f"[M, T, 5] = {[m, t, 5]}", bxs)
+        if keypoints3d is not None:
+            k3 = np.asarray(keypoints3d)
+            if k3.shape != (m, t, NUM_JOINTS, 3):
+                raise _shape_error("keypoints3d", f"[M, T, 17, 3] = {[m, t, NUM_JOINTS, 3]}", k3)
+    elif keypoints3d is not None:
+        raise ValueError("keypoints3d needs keypoints, boxes and track_ids")
 
     row: dict[str, Any] = {
         "video_id": video_id,
@@ -186,6 +198,10 @@ def encode_row(
         row["boxes"] = bxs.astype(np.float32).ravel().tolist()
         row["track_ids"] = ids.astype(np.int32).tolist()
         row["num_persons"] = m
+        if source_size is not None:  # a shard file stores null where a row has none
+            row["source_height"], row["source_width"] = (int(v) for v in source_size)
+        if keypoints3d is not None:
+            row["keypoints3d"] = k3.astype(np.float32).ravel().tolist()
     row["meta"] = meta
     return row
 
@@ -452,6 +468,20 @@ class RowView(Mapping[str, Any]):
         values = self._column("track_ids", "keypoints")
         return self._reshape(values, np.int32, (self.num_persons,), "track_ids")
 
+    def keypoints3d(self) -> np.ndarray:
+        """float32 ``[M, T, 17, 3]``: COCO-17 (x, y, z) in metres, root-relative, same
+        persons and frames as :meth:`keypoints` (zeros where absent)."""
+        self.meta  # noqa: B018 - schema check
+        values = self._column("keypoints3d", "keypoints3d")
+        shape = (self.num_persons, self.num_frames, NUM_JOINTS, 3)
+        return self._reshape(values, np.float32, shape, "keypoints3d")
+
+    @property
+    def source_size(self) -> tuple[int, int] | None:
+        """The source video's (height, width) before resizing, or None when unknown."""
+        h, w = self._raw.get("source_height"), self._raw.get("source_width")
+        return None if h is None or w is None else (int(h), int(w))
+
     @staticmethod
     def _reshape(values: Any, dtype: type, shape: tuple[int, ...], name: str) -> np.ndarray:
         array = np.asarray(values, dtype)
@@ -468,7 +498,8 @@ class RowView(Mapping[str, Any]):
         modalities present (and in ``modalities`` when given): ``rgb`` and
         ``pose`` uint8 ``[T, H, W, 3]``; ``flow`` float32 ``[T-1, H, W, 2]`` in
         pixels; ``num_persons`` int, ``keypoints`` float32 ``[M, T, 17, 3]``,
-        ``boxes`` float32 ``[M, T, 5]``, ``track_ids`` int32 ``[M]``.
+        ``boxes`` float32 ``[M, T, 5]``, ``track_ids`` int32 ``[M]``, ``source_size``
+        (h, w) or None; ``keypoints3d`` float32 ``[M, T, 17, 3]`` metres.
         """
         wanted = None if modalities is None else set(modalities)
         raw = self._raw
@@ -490,4 +521,7 @@ class RowView(Mapping[str, Any]):
             row["keypoints"] = self.keypoints()
             row["boxes"] = self.boxes()
             row["track_ids"] = self.track_ids()
+            row["source_size"] = self.source_size
+        if "keypoints3d" in raw and want("keypoints3d"):
+            row["keypoints3d"] = self.keypoints3d()
         return row

@@ -58,11 +58,16 @@ COLUMNS: tuple[Column, ...] = (
     Column("boxes", pa.list_(pa.float32()), "keypoints", "region/boxes", "float"),
     Column("track_ids", pa.list_(pa.int32()), "keypoints", "region/track_ids", "int"),
     Column("num_persons", pa.int32(), "keypoints", "region/num_persons", "int"),
+    # The source video's frame size (before resizing), for skeleton files' original_shape.
+    Column("source_height", pa.int32(), "keypoints", "clip/source/height", "int", nullable=True),
+    Column("source_width", pa.int32(), "keypoints", "clip/source/width", "int", nullable=True),
+    # [M, T, 17, 3] (x, y, z) metres, root-relative, the persons of ``keypoints``.
+    Column("keypoints3d", pa.list_(pa.float32()), "keypoints3d", "region/keypoints3d", "float"),
     Column("meta", pa.string(), None, "example/meta", "bytes"),
 )
 
 #: Modalities a run can write, in column order.
-MODALITIES: tuple[str, ...] = ("rgb", "flow", "pose", "keypoints")
+MODALITIES: tuple[str, ...] = ("rgb", "flow", "pose", "keypoints", "keypoints3d")
 
 COLUMNS_BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 

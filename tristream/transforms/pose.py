@@ -400,6 +400,8 @@ class PoseEstimator:
         scale_factor: box enlargement before cropping (None: the model's own, else 1.25).
         decoder_options: keyword arguments for :func:`decode_heatmaps` (``beta``,
             ``blur_kernel``).
+        keypoints3d: also return each joint's 3D position (models with ``has_3d``:
+            BlazePose's world landmarks); ValueError for a model without them.
 
     Every crop of one call goes through the model in chunks of ``batch_size``, whatever
     frame it comes from.
@@ -417,7 +419,14 @@ class PoseEstimator:
         shift_heatmap: bool = True,
         scale_factor: float | None = None,
         decoder_options: dict | None = None,
+        keypoints3d: bool = False,
     ):
+        if keypoints3d and not getattr(model, "has_3d", False):
+            raise ValueError(
+                "3D keypoints need a pose model with 3D output (BlazePose's world landmarks); "
+                f"{getattr(model, 'path', type(model).__name__)} has none"
+            )
+        self.keypoints3d = keypoints3d
         if decoder not in DECODERS:
             raise ValueError(f"unknown heatmap decoder {decoder!r}; expected one of {DECODERS}")
         if isinstance(dtype, str):
@@ -479,16 +488,25 @@ class PoseEstimator:
     def keypoints(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 ``[N, H, W, 3]`` RGB crops -> ``(coords float64 [N, K, 2]`` in crop-input
         pixels (centres at integers), ``scores float32 [N, K]``, negatives clipped to 0)."""
+        coords, scores, _ = self.landmarks(crops)
+        return coords, scores
+
+    def landmarks(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """As :meth:`keypoints`, plus float32 ``[N, K, 3]`` 3D keypoints (metres) when
+        ``keypoints3d`` is on, else None."""
         if self.family != "heatmap":
-            coords, scores = self.model.keypoints(crops)
-            return np.asarray(coords, np.float64), np.asarray(scores, np.float32)
+            if self.keypoints3d:
+                coords, scores, world = self.model.landmarks(crops)
+            else:
+                (coords, scores), world = self.model.keypoints(crops), None
+            return np.asarray(coords, np.float64), np.asarray(scores, np.float32), world
         hm = self.heatmaps(crops)
         coords, scores = decode_heatmaps(hm, self.decoder, **self.decoder_options)
         sx, sy = self._stride(hm.shape[-2:])
         xy = coords.cpu().numpy().astype(np.float64) * np.array([sx, sy])
         # A heatmap peak below zero is no evidence at all: score 0, which the
         # shard contract reads as "not seen".
-        return xy, np.clip(scores.cpu().numpy(), 0.0, None).astype(np.float32)
+        return xy, np.clip(scores.cpu().numpy(), 0.0, None).astype(np.float32), None
 
     def __call__(
         self, frames: np.ndarray | Sequence[np.ndarray], boxes: Sequence[np.ndarray]
@@ -502,7 +520,8 @@ class PoseEstimator:
         Returns:
             B float32 arrays ``[N_b, K, 3]``: (x, y) frame pixels and the joint's score
             (heatmap models: the peak's height, negatives clipped to 0; see the model for
-            the others).
+            the others); ``[N_b, K, 6]`` with ``keypoints3d``, the joint's (x, y, z) in
+            metres appended.
         """
         if len(frames) != len(boxes):
             raise ValueError(f"got {len(frames)} frames but {len(boxes)} box arrays")
@@ -516,14 +535,16 @@ class PoseEstimator:
             counts.append(len(bx))
         total = sum(counts)
         k = self.model.num_joints or NUM_JOINTS
+        width = 6 if self.keypoints3d else 3
         if total == 0:
-            return [np.zeros((0, k, 3), np.float32) for _ in counts]
+            return [np.zeros((0, k, width), np.float32) for _ in counts]
         all_crops = np.concatenate(crops)
         all_inv = np.concatenate(inv)
         out = []
         for s in range(0, total, self.batch_size):
-            xy, score = self.keypoints(all_crops[s : s + self.batch_size])
+            xy, score, world = self.landmarks(all_crops[s : s + self.batch_size])
             xy = transform_points(xy, all_inv[s : s + len(xy)])
-            out.append(np.concatenate([xy, score[..., None]], -1))
+            parts = [xy, score[..., None]] + ([world] if self.keypoints3d else [])
+            out.append(np.concatenate(parts, -1))
         kps = np.concatenate(out).astype(np.float32)
         return np.split(kps, np.cumsum(counts)[:-1])

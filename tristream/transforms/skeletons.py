@@ -234,8 +234,11 @@ def rescale_keypoints(
     """Map pixel keypoints from frames of ``from_shape`` to frames of ``to_shape``.
 
     ``keypoints``: float ``[..., 2]`` (x, y) or ``[..., 3]`` (x, y, score).
-    Shapes are (height, width). x scales by the width ratio, y by the height
-    ratio; scores (and the zeros of absent joints) are unchanged. Returns a
+    Shapes are (height, width). The convention is tristream's everywhere (DESIGN.md):
+    pixel centres at integers, so a frame's edges are at -0.5 and size - 0.5 and
+    ``x' = (x + 0.5) * new_width / old_width - 0.5`` (y likewise); this is how ffmpeg's and
+    OpenCV's resizes map pixels, and both import (``--skeletons``) and export use it. Scores
+    are unchanged, and so are the zeros of absent joints (score 0 at (0, 0)). Returns a
     float32 copy.
     """
     kps = np.array(keypoints, np.float32)
@@ -244,8 +247,11 @@ def rescale_keypoints(
     (fh, fw), (th, tw) = from_shape[:2], to_shape[:2]
     if min(fh, fw, th, tw) <= 0:
         raise ValueError(f"shapes must be positive (height, width): {from_shape} -> {to_shape}")
-    kps[..., 0] *= tw / fw
-    kps[..., 1] *= th / fh
+    absent = (kps[..., 2] == 0) & (kps[..., 0] == 0) & (kps[..., 1] == 0) if kps.shape[-1] == 3 \
+        else np.zeros(kps.shape[:-1], bool)  # fmt: skip
+    kps[..., 0] = (kps[..., 0] + 0.5) * (tw / fw) - 0.5
+    kps[..., 1] = (kps[..., 1] + 0.5) * (th / fh) - 0.5
+    kps[absent, :2] = 0.0
     return kps
 
 

@@ -146,14 +146,17 @@ class PersonTracks:
     ``keypoints``: float32 ``[M, T, 17, 3]`` (x, y, score) in frame pixels.
     ``boxes``: float32 ``[M, T, 5]`` (x1, y1, x2, y2, score) in frame pixels.
     ``track_ids``: int32 ``[M]``, stable across the segments of one video.
-    Where track m is absent at frame t, ``keypoints[m, t]`` and ``boxes[m, t]``
-    are all zeros (score 0). Tracks are ordered by mean score over the segment,
-    highest first (ties: lower id first).
+    ``keypoints3d``: float32 ``[M, T, 17, 3]`` (x, y, z) in metres, root-relative, for
+    the same persons and frames, when the pose model gives them (else None).
+    Where track m is absent at frame t, ``keypoints[m, t]``, ``keypoints3d[m, t]`` and
+    ``boxes[m, t]`` are all zeros (score 0). Tracks are ordered by mean score over the
+    segment, highest first (ties: lower id first).
     """
 
     keypoints: np.ndarray
     boxes: np.ndarray
     track_ids: np.ndarray
+    keypoints3d: np.ndarray | None = None
 
     @property
     def num_persons(self) -> int:
@@ -166,12 +169,13 @@ class PersonTracks:
         return int(self.keypoints.shape[1])
 
     @classmethod
-    def empty(cls, num_frames: int) -> PersonTracks:
+    def empty(cls, num_frames: int, with_3d: bool = False) -> PersonTracks:
         """No persons over ``num_frames`` frames."""
         return cls(
             np.zeros((0, num_frames, NUM_JOINTS, 3), np.float32),
             np.zeros((0, num_frames, 5), np.float32),
             np.zeros((0,), np.int32),
+            np.zeros((0, num_frames, NUM_JOINTS, 3), np.float32) if with_3d else None,
         )
 
 
@@ -179,13 +183,16 @@ def tracks_from_keypoints(keypoints: np.ndarray, max_persons: int = 5) -> Person
     """Person tracks from keypoints whose person axis already is the identity (imported skeletons).
 
     ``keypoints``: float ``[M, T, 17, 3]`` (x, y, score), person m the same
-    individual in every frame. Boxes are the tight box of each frame's joints
+    individual in every frame; ``[M, T, 17, 6]`` appends (x, y, z) metres (the 3D
+    keypoints). Boxes are the tight box of each frame's joints
     with score > 0, scored by their mean score (zeros where fewer than two joints
     are visible). Track ids are the person's index in the input. Returns the
     ``max_persons`` persons with the highest mean joint score over the
     segment, highest first (ties: lower index first).
     """
     kps = np.asarray(keypoints, np.float32)
+    kps3d = kps[..., 3:6] if kps.shape[-1] == 6 else None
+    kps = kps[..., :3]
     m, t = kps.shape[:2]
     boxes = np.zeros((m, t, 5), np.float32)
     for i in range(m):
@@ -196,7 +203,10 @@ def tracks_from_keypoints(keypoints: np.ndarray, max_persons: int = 5) -> Person
                 boxes[i, j] = (*box, kps[i, j, visible, 2].mean())
     mean_score = kps[..., 2].mean(axis=(1, 2)) if m else np.zeros(0)
     order = sorted(range(m), key=lambda i: (-mean_score[i], i))[:max_persons]
-    return PersonTracks(kps[order], boxes[order], np.asarray(order, np.int32))
+    return PersonTracks(
+        kps[order], boxes[order], np.asarray(order, np.int32),
+        None if kps3d is None else np.ascontiguousarray(kps3d[order]),
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- tracker
@@ -205,7 +215,8 @@ def tracks_from_keypoints(keypoints: np.ndarray, max_persons: int = 5) -> Person
 @dataclass
 class _Track:
     id: int
-    joints: np.ndarray  # float64 [17, 3]: last matched pose, moved by flow to the current frame
+    joints: np.ndarray  # float64 [17, 3 or 6]: last matched pose, moved by flow to the current
+    # frame (x, y only: the 3D keypoints, columns 3-5 when present, are the matched pose's)
     box: np.ndarray  # float64 [5]: last box, moved to the current frame
     age: int = 0  # frames since the track was last matched (0: matched at the current frame)
 
@@ -213,7 +224,7 @@ class _Track:
 @dataclass
 class _Candidate:
     box: np.ndarray  # float64 [5]
-    pose: np.ndarray | None  # float64 [17, 3]
+    pose: np.ndarray | None  # float64 [17, 3 or 6]
     from_detector: bool
 
 
@@ -652,8 +663,8 @@ class FlowTracker:
         s = self._state
         tracks = s.tracks
         areas = np.array([_box_area(tr.box) for tr in tracks])
-        a = np.array([tr.joints for tr in tracks]).reshape(-1, NUM_JOINTS, 3)
-        b = np.array([c.pose for c in cands]).reshape(-1, NUM_JOINTS, 3)
+        a = np.array([tr.joints[:, :3] for tr in tracks]).reshape(-1, NUM_JOINTS, 3)
+        b = np.array([c.pose[:, :3] for c in cands]).reshape(-1, NUM_JOINTS, 3)
         sim = _oks_matrix(_seen(a, self.joint_score), _seen(b, self.joint_score), areas)
         sim = np.where(sim >= self.oks_threshold, sim, -1.0)
         # A pose with fewer than two joints seen says nothing about who it is: such a
@@ -703,19 +714,24 @@ class FlowTracker:
         num_frames = len(rows)
         ids = sorted({i for r in rows for i in r})
         if not ids:
-            return PersonTracks.empty(num_frames)
+            return PersonTracks.empty(num_frames, getattr(self.estimator, "keypoints3d", False))
         totals = dict.fromkeys(ids, 0.0)
+        width = 3
         for r in rows:
             for i, (kps, box) in r.items():
                 totals[i] += float(kps[:, 2].mean()) if pose_mode else float(box[4])
+                width = kps.shape[-1]
         order = sorted(ids, key=lambda i: (-totals[i] / num_frames, i))[: self.max_persons]
-        kps_out = np.zeros((len(order), num_frames, NUM_JOINTS, 3), np.float32)
+        kps_out = np.zeros((len(order), num_frames, NUM_JOINTS, width), np.float32)
         box_out = np.zeros((len(order), num_frames, 5), np.float32)
         for m, i in enumerate(order):
             for t, r in enumerate(rows):
                 if i in r:
                     kps_out[m, t], box_out[m, t] = r[i]
-        return PersonTracks(kps_out, box_out, np.array(order, np.int32))
+        kps3d = np.ascontiguousarray(kps_out[..., 3:6]) if width == 6 else None
+        return PersonTracks(
+            np.ascontiguousarray(kps_out[..., :3]), box_out, np.array(order, np.int32), kps3d
+        )
 
 
 # --------------------------------------------------------------------------- helpers
@@ -800,9 +816,12 @@ def _as_boxes(boxes: np.ndarray) -> np.ndarray:
 def _as_poses(poses: np.ndarray) -> np.ndarray:
     p = np.asarray(poses, np.float64)
     if p.size == 0:
-        return np.zeros((0, NUM_JOINTS, 3))
-    if p.ndim != 3 or p.shape[1:] != (NUM_JOINTS, 3):
-        raise ValueError(f"poses must be [N, 17, 3] (x, y, score), got {p.shape}")
+        return np.zeros((0, NUM_JOINTS, p.shape[-1] if p.ndim == 3 and p.shape[-1] == 6 else 3))
+    if p.ndim != 3 or p.shape[1] != NUM_JOINTS or p.shape[2] not in (3, 6):
+        raise ValueError(
+            f"poses must be [N, 17, 3] (x, y, score) or [N, 17, 6] (+ x, y, z metres), "
+            f"got {p.shape}"
+        )
     return p
 
 
