@@ -189,6 +189,11 @@ def _run_parser(sub) -> None:
         "--skeletons",
         help="import 2D skeletons from an mmaction2/pyskl pickle instead of running models",
     )
+    pose.add_argument(
+        "--skeletons3d",
+        help="with --skeletons: the same videos' 3D skeletons (keypoint [M, T, 17, 3], as "
+        "export-skeletons --3d writes them), stored as keypoints3d",
+    )
     pose.add_argument("--max-persons", type=int, default=5, help="tracks kept per row")
     pose.add_argument(
         "--keypoints3d",
@@ -280,6 +285,7 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
         pose_precision=args.pose_precision,
         flip_test=args.flip_test,
         skeletons=args.skeletons,
+        skeletons3d=args.skeletons3d,
         max_persons=args.max_persons,
         keypoints3d=args.keypoints3d,
         det_threshold=args.det_threshold,

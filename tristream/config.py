@@ -84,6 +84,7 @@ class RunConfig:
     pose_precision: str = "fp32"
     flip_test: bool = False
     skeletons: str | None = None
+    skeletons3d: str | None = None
     max_persons: int = 5
     keypoints3d: bool = False
     det_threshold: float = 0.3
@@ -137,12 +138,17 @@ class RunConfig:
         if self.keypoints3d and not self.pose_model:
             raise ValueError(
                 "--keypoints3d needs a pose model with 3D output (--persons, or --pose-model "
-                "with BlazePose); imported --skeletons are 2D"
+                "with BlazePose); with imported skeletons give the 3D file as --skeletons3d"
             )
-        for name in ("detector", "pose_model", "skeletons"):
+        if self.skeletons3d and not self.skeletons:
+            raise ValueError(
+                "--skeletons3d needs --skeletons: the 2D file of the same videos (the 3D file "
+                "holds no pixel positions or scores)"
+            )
+        for name in ("detector", "pose_model", "skeletons", "skeletons3d"):
             path = getattr(self, name)
             # --skeletons may be an object-store URI (tristream.shards.storage).
-            remote = name == "skeletons" and path and storage.is_store_uri(path)
+            remote = name.startswith("skeletons") and path and storage.is_store_uri(path)
             if path and not (storage.isfile(path) if remote else os.path.isfile(path)):
                 raise FileNotFoundError(f"--{name.replace('_', '-')} {path}: no such file")
 
@@ -169,7 +175,7 @@ class RunConfig:
             mods.append("pose")
         if self.persons:
             mods.append("keypoints")
-        if self.keypoints3d:
+        if self.keypoints3d or self.skeletons3d:
             mods.append("keypoints3d")
         return tuple(mods)
 
@@ -191,6 +197,8 @@ class RunConfig:
         if not self.persons:
             return None
         extra = {"keypoints3d": True} if self.keypoints3d else {}  # absent: earlier hashes hold
+        if self.skeletons3d:
+            extra["skeletons3d"] = _file_id(self.skeletons3d)
         return extra | {
             "detector": _file_id(self.detector),
             "pose_model": _file_id(self.pose_model),

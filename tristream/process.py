@@ -29,7 +29,12 @@ from tristream.shards.row import encode_row
 from tristream.transforms.decode import decode_segments, probe
 from tristream.transforms.flow import compute_flow, tvl1_params
 from tristream.transforms.render import render_segment
-from tristream.transforms.skeletons import load_skeletons, slice_for_segment
+from tristream.transforms.skeletons import (
+    load_skeletons,
+    load_skeletons_3d,
+    slice_for_segment,
+    slice_frames,
+)
 from tristream.transforms.tracking import FlowTracker, PersonTracks, tracks_from_keypoints
 
 LOG = logging.getLogger(__name__)
@@ -132,8 +137,11 @@ class Models:
             self.flow_params = {"feeder": FlowFeeder(solver, device, config.flow_batch_size)}
         self.skeletons = None
         self.detector = self.estimator = None
+        self.skeletons3d = None
         if config.skeletons:
             self.skeletons = load_skeletons(config.skeletons)
+        if config.skeletons3d:
+            self.skeletons3d = load_skeletons_3d(config.skeletons3d)
         if config.detector:
             from tristream.models.detector import load_detector
 
@@ -311,9 +319,21 @@ def _flow(frames: np.ndarray, config: RunConfig, models: Models, stats: Stats) -
 def _imported_tracks(
     task: VideoTask, config: RunConfig, models: Models, start_frame: int, frames: np.ndarray
 ) -> PersonTracks:
-    """The video's imported skeletons for one segment, best ``max_persons`` first."""
+    """The video's imported skeletons for one segment, best ``max_persons`` first; with
+    ``--skeletons3d`` the same persons' 3D joints beside them."""
     ann = models.skeletons.get(task.video_id)
     if ann is None:
         raise ValueError(f"no skeletons for video {task.video_id!r} in {config.skeletons}")
     kps = slice_for_segment(ann, start_frame, len(frames), to_shape=frames.shape[1:3])
+    if models.skeletons3d is not None:
+        k3 = models.skeletons3d.get(task.video_id)
+        if k3 is None:
+            raise ValueError(f"no 3D skeletons for video {task.video_id!r} in {config.skeletons3d}")
+        if k3.shape[:2] != ann.keypoints.shape[:2]:
+            raise ValueError(
+                f"video {task.video_id!r}: the 3D skeletons have [M, T] = {list(k3.shape[:2])} "
+                f"but the 2D ones {list(ann.keypoints.shape[:2])}; person m must be the same "
+                "in both files"
+            )
+        kps = np.concatenate([kps, slice_frames(k3, start_frame, len(frames))], axis=-1)
     return tracks_from_keypoints(kps, config.max_persons)

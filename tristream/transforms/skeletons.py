@@ -166,6 +166,40 @@ def load_skeletons(path: str | os.PathLike, trusted: bool = False) -> dict[str, 
     return out
 
 
+def load_skeletons_3d(path: str | os.PathLike, trusted: bool = False) -> dict[str, np.ndarray]:
+    """Load a 3D skeleton pickle of the same layouts (``keypoint`` float ``[M, T, 17, 3]``
+    (x, y, z), e.g. metres, as ``tristream export-skeletons --3d`` writes it): video id ->
+    float32 ``[M, T, 17, 3]``. The 2D file of the same videos gives the persons' scores
+    (``--skeletons``); this one only their 3D joints, person m the same in both.
+
+    Raises :class:`SkeletonFileError` for a file that is not a pickle, an unknown layout,
+    a missing ``frame_dir`` / ``keypoint``, a shape other than ``[M, T, 17, 3]``, or a
+    duplicated video id.
+    """
+    obj = _read_pickle(path, trusted)
+    annotations = obj.get("annotations") if isinstance(obj, Mapping) else obj
+    if not isinstance(annotations, list | tuple):
+        raise SkeletonFileError(
+            f"{path}: expected a list of annotations or a dict with 'annotations'"
+        )
+    out: dict[str, np.ndarray] = {}
+    for i, ann in enumerate(annotations):
+        where = f"{path}: annotation {i}"
+        if not isinstance(ann, Mapping) or "frame_dir" not in ann or "keypoint" not in ann:
+            raise SkeletonFileError(f"{where} needs 'frame_dir' and 'keypoint'")
+        kp = np.asarray(ann["keypoint"], np.float32)
+        if kp.ndim != 4 or kp.shape[2:] != (NUM_JOINTS, 3):
+            raise SkeletonFileError(
+                f"{where} ({ann['frame_dir']!r}): a 3D 'keypoint' must be [M, T, 17, 3] "
+                f"(x, y, z), got {kp.shape}"
+            )
+        vid = str(ann["frame_dir"])
+        if vid in out:
+            raise SkeletonFileError(f"{path}: video id {vid!r} appears twice")
+        out[vid] = kp
+    return out
+
+
 def _parse(ann: object, where: str) -> SkeletonAnnotation:
     if not isinstance(ann, Mapping):
         raise SkeletonFileError(f"{where} is a {type(ann).__name__}, not a dict")
@@ -329,6 +363,20 @@ def save_skeletons(
         raise
 
 
+def slice_frames(array: np.ndarray, start_frame: int, num_frames: int) -> np.ndarray:
+    """Frames ``start_frame ..`` of a per-person array ``[M, T, ...]`` as float32
+    ``[M, num_frames, ...]``, zeros past its end (absent)."""
+    if start_frame < 0 or num_frames < 0:
+        raise ValueError(
+            f"need start_frame >= 0 and num_frames >= 0, got {start_frame}, {num_frames}"
+        )
+    out = np.zeros((array.shape[0], num_frames, *array.shape[2:]), np.float32)
+    stop = min(start_frame + num_frames, array.shape[1])
+    if stop > start_frame:
+        out[:, : stop - start_frame] = array[:, start_frame:stop]
+    return out
+
+
 def slice_for_segment(
     ann: SkeletonAnnotation,
     start_frame: int,
@@ -342,15 +390,7 @@ def slice_for_segment(
     rescaled from ``ann.img_shape`` to it. Frame indices must be those of the
     frames the annotation was made on (same frame rate).
     """
-    if start_frame < 0 or num_frames < 0:
-        raise ValueError(
-            f"need start_frame >= 0 and num_frames >= 0, got {start_frame}, {num_frames}"
-        )
-    m, t = ann.keypoints.shape[:2]
-    out = np.zeros((m, num_frames, NUM_JOINTS, 3), np.float32)
-    stop = min(start_frame + num_frames, t)
-    if stop > start_frame:
-        out[:, : stop - start_frame] = ann.keypoints[:, start_frame:stop]
+    out = slice_frames(ann.keypoints, start_frame, num_frames)
     if to_shape is not None:
         out = rescale_keypoints(out, ann.img_shape, to_shape)
     return out

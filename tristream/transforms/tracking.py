@@ -191,8 +191,10 @@ def tracks_from_keypoints(keypoints: np.ndarray, max_persons: int = 5) -> Person
     segment, highest first (ties: lower index first).
     """
     kps = np.asarray(keypoints, np.float32)
-    kps3d = kps[..., 3:6] if kps.shape[-1] == 6 else None
+    kps3d = kps[..., 3:6].copy() if kps.shape[-1] == 6 else None
     kps = kps[..., :3]
+    if kps3d is not None:
+        kps3d[(kps[..., 2] <= 0).all(-1)] = 0.0  # absent in 2D: absent in 3D too
     m, t = kps.shape[:2]
     boxes = np.zeros((m, t, 5), np.float32)
     for i in range(m):
