@@ -587,7 +587,13 @@ def solve(
                         i0[k], i1[k], flow[k], init[k], sizes, coefs, float(params.scale_step), rows
                     )
             else:
-                _solve_pairs(i0, i1, flow, init, sizes, coefs, float(params.scale_step))
+                # Pairs differ in cost by up to ~2x: hand them out one at a time (measured
+                # +1.5-5% over equal static chunks for 16 pairs on 2 threads).
+                chunk = numba.set_parallel_chunksize(1)
+                try:
+                    _solve_pairs(i0, i1, flow, init, sizes, coefs, float(params.scale_step))
+                finally:
+                    numba.set_parallel_chunksize(chunk)
         finally:
             numba.set_num_threads(prev)
     return flow
