@@ -499,13 +499,18 @@ class ShardDataset(IterableDataset):
         if flip:
             k3[..., 0] = -k3[..., 0]
             k3 = k3[:, :, list(FLIP)]
-        m = k3.shape[0]
+        return self._persons_tensor(k3)
+
+    def _persons_tensor(self, persons: np.ndarray) -> tuple[torch.Tensor, int]:
+        """``[M, ...]`` per-person values as a float32 tensor padded (or cut) to
+        ``max_persons`` slots when set; (tensor, real M)."""
+        m = persons.shape[0]
         if self.max_persons is not None:
             m = min(m, self.max_persons)
-            out = np.zeros((self.max_persons,) + k3.shape[1:], np.float32)
-            out[:m] = k3[:m]
-            k3 = out
-        return torch.from_numpy(np.ascontiguousarray(k3, np.float32)), m
+            out = np.zeros((self.max_persons,) + persons.shape[1:], np.float32)
+            out[:m] = persons[:m]
+            persons = out
+        return torch.from_numpy(np.ascontiguousarray(persons, np.float32)), m
 
     @staticmethod
     def _window(image: np.ndarray, box: tuple[int, int, int, int, bool]) -> np.ndarray:
@@ -598,10 +603,4 @@ class ShardDataset(IterableDataset):
             kp[..., 0] = (cw - 1) - kp[..., 0]
             kp = kp[:, :, list(FLIP)]
         kp[kp[..., 2] <= 0] = 0.0
-        m = kp.shape[0]
-        if self.max_persons is not None:
-            m = min(m, self.max_persons)
-            out = np.zeros((self.max_persons,) + kp.shape[1:], np.float32)
-            out[:m] = kp[:m]
-            kp = out
-        return torch.from_numpy(np.ascontiguousarray(kp, np.float32)), m
+        return self._persons_tensor(kp)
