@@ -2,85 +2,91 @@
 
 :class:`ShardDataset` turns the rows of Parquet or TFRecord shards (one row =
 one segment of one video, see DESIGN.md "Shard contract") into fixed-length
-clips for a two/three-stream (RGB, flow, pose) and skeleton model:
+clips for a two/three-stream (RGB, flow, pose) and skeleton model. It composes
+parts that each have one job:
 
-- clip sampling inside a row (``random``, ``center``, ``uniform``, ``all``),
-  with I3D-style loop padding of rows shorter than a clip;
-- one crop and one horizontal flip per clip, applied identically to every
-  modality (flow x changes sign, left/right COCO joints swap);
-- sharding over DDP ranks and DataLoader workers that yields every row exactly
-  once per epoch (optionally padded or truncated so all ranks get the same
-  number of samples), in an order fixed by ``seed`` and :meth:`ShardDataset.set_epoch`.
+- :mod:`tristream.shards.row_source`: the I/O (list and index the shard files,
+  read one row);
+- :mod:`tristream.shards.sampling`: which frames of a row a clip takes
+  (``random``, ``center``, ``uniform``, ``all``), with I3D-style loop padding of
+  rows shorter than a clip;
+- :mod:`tristream.shards.partition`: which samples each DDP rank and DataLoader
+  worker yields (every row exactly once per epoch, optionally padded or
+  truncated so all ranks get the same number), in an order fixed by ``seed``
+  and :meth:`ShardDataset.set_epoch`;
+- :mod:`tristream.shards.clip_decode` and :mod:`tristream.shards.clip_transforms`:
+  decode only the clip's frames, one crop and one horizontal flip per clip for
+  every modality (flow x changes sign, left/right COCO joints swap), normalise;
+- then the user's own ``transform``, if any.
 
 Needs numpy, pyarrow, OpenCV, protobuf and torch only: no Beam, no ffmpeg.
-Only the frames of the sampled clip are decoded, not the whole row.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 
-from tristream.shards.coco import FLIP
-from tristream.shards.codec import FLOW_BOUND, quantize_flow
-from tristream.shards.files import ShardFileInfo, ShardRowReader, index_shard, shard_files
+from tristream.shards.clip_decode import LAST_FLOW, decode_flow, decode_images, distinct_frames
+from tristream.shards.clip_transforms import (
+    FLOAT_DTYPES,
+    CropFlip,
+    flow_to_tensor,
+    hflip_keypoints,
+    hflip_keypoints3d,
+    images_to_tensor,
+    pad_persons,
+    zero_absent,
+)
+from tristream.shards.files import ShardFileInfo
+from tristream.shards.partition import (
+    Partitioner,
+    UnitIndex,
+    buffer_rng,
+    current_worker,
+    process_group,
+    resolve_rank,
+    shuffle_buffer,
+)
 from tristream.shards.row import RowView
-from tristream.shards.schema import COLUMNS, MODALITIES
+from tristream.shards.row_source import RowSource, RowSourceReader
+from tristream.shards.sampling import SAMPLINGS, ClipSampler, sample_rng
+from tristream.shards.schema import MODALITIES
 
-#: Sampling modes of :class:`ShardDataset`.
-SAMPLINGS: tuple[str, ...] = ("random", "center", "uniform", "all")
+__all__ = ["SAMPLINGS", "ShardDataset"]
 
-#: Columns each modality needs from a shard row.
-_MODALITY_COLUMNS: dict[str, tuple[str, ...]] = {
-    m: tuple(c.name for c in COLUMNS if c.modality == m) for m in MODALITIES
-}
-_SCALAR_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.modality is None)
+#: A user transform: takes a sample dict, returns the sample.
+Transform = Callable[[dict[str, Any]], Any]
 
 
-# --------------------------------------------------------------------------- helpers
+def _part_attribute(part: str, name: str, convert: Callable[[Any], Any], doc: str) -> property:
+    """An attribute of the dataset that reads a part's field, and sets it (``convert``-ed,
+    then validated by the part) by replacing the part."""
+
+    def get(self: ShardDataset) -> Any:
+        return getattr(getattr(self, part), name)
+
+    def set_(self: ShardDataset, value: Any) -> None:
+        self._replace_part(part, **{name: convert(value)})
+
+    return property(get, set_, doc=doc)
 
 
-def _dist_ready() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def _buffer(shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, np.ndarray]:
-    """An uninitialised tensor and its numpy view (written in place by numpy)."""
-    tensor = torch.empty(shape, dtype=dtype)
-    return tensor, tensor.numpy()
-
-
-def _levels_to_unit(u8: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """uint8 levels -> ``out`` (float32, same shape) = ``v / 127.5 - 1`` in [-1, 1].
-
-    Done in numpy (single-threaded), so the cost does not depend on torch's
-    intra-op thread pool, which in a busy main process mostly adds contention.
-    """
-    np.multiply(u8, np.float32(1 / 127.5), out=out, dtype=np.float32)
-    out -= np.float32(1.0)
-    return out
-
-
-def _shuffle_buffer(
-    samples: Iterable[dict[str, Any]], size: int, rng: np.random.Generator
-) -> Iterator[dict[str, Any]]:
-    """Yield ``samples`` through a buffer of ``size``: each output is a random buffered item."""
-    buffer: list[dict[str, Any]] = []
-    for sample in samples:
-        if len(buffer) < size:
-            buffer.append(sample)
-            continue
-        k = int(rng.integers(size))
-        buffer[k], sample = sample, buffer[k]
-        yield sample
-    for k in rng.permutation(len(buffer)):
-        yield buffer[k]
+def _crop_size(crop: int | Sequence[int] | None) -> tuple[int, int] | None:
+    """``crop`` as ``(H, W)`` ints (one int: a square), or None; ValueError when malformed."""
+    if crop is None:
+        return None
+    if isinstance(crop, int):
+        crop = (crop, crop)
+    if len(crop) != 2 or min(crop) < 1:
+        raise ValueError(f"crop must be a positive int, (H, W) or None, got {crop!r}")
+    return int(crop[0]), int(crop[1])
 
 
 # --------------------------------------------------------------------------- dataset
@@ -93,7 +99,8 @@ class ShardDataset(IterableDataset):
         path: a shard file, a folder of shards, a run's output directory (its
             ``shards/`` folder is read), or a list of any of these. A directory
             holding both formats is read as Parquet (see :func:`~tristream.shards.shard_files`).
-        modalities: which of ``rgb``, ``flow``, ``pose``, ``keypoints`` to yield.
+        modalities: which of ``rgb``, ``flow``, ``pose``, ``keypoints``,
+            ``keypoints3d`` to yield.
             Requested modalities that the shards lack are skipped silently (the
             key is absent from the sample); a ``ValueError`` is raised when a
             shard holds none of them.
@@ -148,6 +155,15 @@ class ShardDataset(IterableDataset):
             move from DataLoader workers.
         fmt: ``parquet`` or ``tfrecord`` to choose the format in a directory
             holding both.
+        transform: a callable applied to each sample dict after the built-in
+            steps (sampling, decoding, crop, flip, normalisation, person padding);
+            its return value is the sample (e.g. a dict with more keys, or the
+            tensors resized or jittered; it must still collate in a DataLoader).
+            It runs in the DataLoader worker, also on ``padded`` samples, before
+            the ``shuffle_buffer``; under spawn/forkserver workers it must pickle.
+            Its own randomness is not governed by ``seed``: use torch's per-worker
+            generator, or derive it from the sample's ``video_id``, ``segment``,
+            ``clip_index`` and :attr:`epoch`.
 
     Each sample is a dict (T = ``clip_len``, H x W = the crop):
 
@@ -161,6 +177,10 @@ class ShardDataset(IterableDataset):
     - ``keypoints``: float32 ``[M, T, 17, 3]``, COCO-17 ``(x, y, score)`` in
       pixels of the cropped (and flipped) frame; ``num_persons``: int, persons
       that are real (the rest is padding).
+    - ``keypoints3d``: float32 ``[M, T, 17, 3]``, COCO-17 ``(x, y, z)`` metres,
+      root-relative, zero where the 2D joint is unseen; mirrored with a flip
+      (x -> -x, left/right joints swapped). Asking for it from shards without
+      it raises ``ValueError``.
     - ``video_id``: str; ``label_index``: int, -1 when the row has no label;
       ``segment``, ``start_frame``: int, the row's segment index and its first
       frame in the video; ``clip_index``: int, which clip of the row (``all``),
@@ -182,6 +202,16 @@ class ShardDataset(IterableDataset):
     contiguous blocks, one per rank, and each block into contiguous parts, one
     per DataLoader worker. Call :meth:`set_epoch` before each epoch (with
     ``persistent_workers=False``, so the workers see the new epoch).
+
+    Parts (each usable on its own): :attr:`source`
+    (:class:`~tristream.shards.row_source.RowSource`, the file I/O),
+    :attr:`sampler` (:class:`~tristream.shards.sampling.ClipSampler`),
+    :attr:`crop_flip` (:class:`~tristream.shards.clip_transforms.CropFlip`),
+    :attr:`partitioner` (:class:`~tristream.shards.partition.Partitioner`) and the
+    decode and transform functions of :mod:`tristream.shards.clip_decode` and
+    :mod:`tristream.shards.clip_transforms`. The constructor arguments of those
+    parts (``clip_len``, ``frame_stride``, ``sampling``, ``train``, ``crop``,
+    ``hflip``, ``drop_last``, ``pad``) stay readable and settable as attributes.
     """
 
     def __init__(
@@ -205,113 +235,118 @@ class ShardDataset(IterableDataset):
         last_flow: str = "repeat",
         dtype: torch.dtype = torch.float32,
         fmt: str | None = None,
+        transform: Transform | None = None,
     ):
         super().__init__()
         modalities = tuple(modalities)
         unknown = set(modalities) - set(MODALITIES)
         if unknown or not modalities:
             raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}")
-        sampling = sampling or ("random" if train else "center")
-        if sampling not in SAMPLINGS:
-            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
-        if clip_len < 1 or frame_stride < 1:
-            raise ValueError("clip_len and frame_stride must be >= 1")
-        if isinstance(crop, int):
-            crop = (crop, crop)
-        if crop is not None and (len(crop) != 2 or min(crop) < 1):
-            raise ValueError(f"crop must be a positive int, (H, W) or None, got {crop!r}")
-        if drop_last and pad:
-            raise ValueError("choose drop_last or pad, not both")
-        if last_flow not in ("repeat", "zero"):
+        #: Which frames of a row each clip takes.
+        mode = sampling or ("random" if train else "center")
+        self.sampler = ClipSampler(int(clip_len), int(frame_stride), mode, bool(train))
+        #: Where each clip's crop goes and whether it is flipped.
+        self.crop_flip = CropFlip(_crop_size(crop), bool(train), float(hflip))
+        #: How an epoch's samples are cut over ranks and workers.
+        self.partitioner = Partitioner(bool(drop_last), bool(pad))
+        if last_flow not in LAST_FLOW:
             raise ValueError("last_flow must be 'repeat' or 'zero'")
-        if not 0.0 <= hflip <= 1.0:
-            raise ValueError("hflip is a probability in [0, 1]")
         if seed < 0:
             raise ValueError("seed must be >= 0")
-        if dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.uint8):
+        if dtype not in FLOAT_DTYPES + (torch.uint8,):
             raise ValueError(f"dtype must be a float dtype or torch.uint8, got {dtype}")
         if max_persons is not None and max_persons < 0:
             raise ValueError("max_persons must be >= 0 or None")
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be callable, got {type(transform).__name__}")
 
         self.modalities = modalities
-        self.clip_len = int(clip_len)
-        self.frame_stride = int(frame_stride)
-        self.sampling = sampling
-        self.crop = None if crop is None else (int(crop[0]), int(crop[1]))
-        self.train = bool(train)
-        self.hflip = float(hflip)
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.rank = rank
         self.world_size = world_size
-        self.drop_last = bool(drop_last)
-        self.pad = bool(pad)
         self.shuffle_buffer = int(shuffle_buffer)
         self.max_persons = max_persons
         self.last_flow = last_flow
         self.dtype = dtype
+        #: The user's per-sample transform (see the class docstring), or None.
+        self.transform = transform
         self.epoch = 0
         self._frozen_dist: tuple[int, int] | None = None
 
-        paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-        files = [f for p in paths for f in shard_files(p, fmt)]
-        if not files:
-            raise ValueError(f"no .parquet or .tfrecord shard files under {path}")
-        self._build_index(files)
+        #: The shard files, indexed (all file I/O goes through it).
+        self.source = RowSource(path, modalities, self.sampler.needs_num_frames, fmt)
+        self._units = self._unit_index()
+
+    # ------------------------------------------------------------------ parts
+
+    clip_len = _part_attribute("sampler", "clip_len", int, "T, frames per clip.")
+    frame_stride = _part_attribute("sampler", "frame_stride", int, "Step between clip frames.")
+    sampling = _part_attribute("sampler", "mode", str, "The sampling mode (``SAMPLINGS``).")
+    hflip = _part_attribute("crop_flip", "hflip", float, "Flip probability in training.")
+    drop_last = _part_attribute("partitioner", "drop_last", bool, "Equal counts by dropping.")
+    pad = _part_attribute("partitioner", "pad", bool, "Equal rank counts by repeating.")
+
+    @property
+    def crop(self) -> tuple[int, int] | None:
+        """Output size ``(H, W)``, or None for the stored frame size."""
+        return self.crop_flip.size
+
+    @crop.setter
+    def crop(self, crop: int | tuple[int, int] | None) -> None:
+        self._replace_part("crop_flip", size=_crop_size(crop))
+
+    @property
+    def train(self) -> bool:
+        """Random crops, flips (and ``uniform`` positions) when True; centred when False."""
+        return self.crop_flip.train
+
+    @train.setter
+    def train(self, train: bool) -> None:
+        self._replace_part("crop_flip", train=bool(train))
+        self._replace_part("sampler", train=bool(train))
+
+    def _replace_part(self, part: str, **changes: Any) -> None:
+        old = getattr(self, part)
+        setattr(self, part, dataclasses.replace(old, **changes))  # the part validates
+        if part == "sampler":
+            try:
+                self._units = self._unit_index()
+            except ValueError:
+                setattr(self, part, old)
+                raise
+
+    def _unit_index(self) -> UnitIndex:
+        frames = self.source.num_frames
+        if self.sampler.needs_num_frames:
+            if frames is None:
+                raise ValueError(
+                    "sampling='all' needs the rows' frame counts: make a new ShardDataset with it"
+                )
+            return UnitIndex(self.sampler.clips_per_row(frames))
+        return UnitIndex(np.ones(self.source.num_rows, np.int64))
 
     # ------------------------------------------------------------------ index
 
-    def _build_index(self, files: list[str]) -> None:
-        need_frames = self.sampling == "all"
-        self.files: list[ShardFileInfo] = []
-        self._columns: list[list[str]] = []
-        row_file, row_group, row_pos, row_frames = [], [], [], []
-        for i, path in enumerate(files):
-            index = index_shard(path, ("num_frames",) if need_frames else ())
-            info = index.info
-            present = [m for m in self.modalities if m in info.modalities]
-            if len(index) and not present:
-                raise ValueError(
-                    f"none of the requested modalities {self.modalities} is in {path} "
-                    f"(it holds {info.modalities})"
-                )
-            self.files.append(info)
-            read = list(present)
-            if "keypoints3d" in read and "keypoints" not in read:
-                read.append("keypoints")  # the 3D joints' scores and person count
-            self._columns.append(
-                list(_SCALAR_COLUMNS) + [c for m in read for c in _MODALITY_COLUMNS[m]]
-            )
-            row_file.append(np.full(len(index), i, np.int64))
-            row_group.append(index.groups)
-            row_pos.append(index.positions)
-            if need_frames:
-                row_frames.extend(int(n) for n in index.values["num_frames"])
-        self._row_file = np.concatenate(row_file)
-        self._row_group = np.concatenate(row_group)
-        self._row_pos = np.concatenate(row_pos)
-        #: modalities present in at least one shard (and requested).
-        self.available = tuple(
-            m for m in self.modalities if any(m in f.modalities for f in self.files)
-        )
-        n_rows = len(self._row_file)
-        if need_frames:
-            span = self.clip_len * self.frame_stride
-            frames = np.asarray(row_frames, np.int64)
-            self._clips_per_row = np.maximum(1, -(-frames // span))
-        else:
-            self._clips_per_row = np.ones(n_rows, np.int64)
-        self._first_unit = np.cumsum(self._clips_per_row) - self._clips_per_row
+    @property
+    def files(self) -> list[ShardFileInfo]:
+        """The shard files read: path, format and the modalities each holds."""
+        return self.source.files
+
+    @property
+    def available(self) -> tuple[str, ...]:
+        """The requested modalities present in at least one shard, in the requested order."""
+        return self.source.available
 
     @property
     def num_rows(self) -> int:
         """Rows (segments) in the shards."""
-        return len(self._row_file)
+        return self.source.num_rows
 
     @property
     def num_units(self) -> int:
         """Samples in one epoch over all ranks before ``pad``/``drop_last`` (rows or clips)."""
-        return int(self._clips_per_row.sum())
+        return self._units.num_units
 
     # ------------------------------------------------------------------ order
 
@@ -320,142 +355,54 @@ class ShardDataset(IterableDataset):
         self.epoch = int(epoch)
 
     def _dist_info(self) -> tuple[int, int]:
-        if self.rank is not None or self.world_size is not None:
-            rank, world = self.rank or 0, self.world_size or 1
-        elif _dist_ready():
-            rank, world = dist.get_rank(), dist.get_world_size()
-        elif self._frozen_dist is not None:
-            rank, world = self._frozen_dist
-        else:
-            rank, world = 0, 1
-        if not 0 <= rank < world:
-            raise ValueError(f"rank {rank} is not in [0, {world})")
-        return rank, world
+        return resolve_rank(self.rank, self.world_size, self._frozen_dist)
 
     def __getstate__(self) -> dict[str, Any]:
         # Workers started with spawn/forkserver have no process group: take the
         # rank and world size of the process that pickles the dataset with it.
         state = self.__dict__.copy()
-        if self.rank is None and self.world_size is None and _dist_ready():
-            state["_frozen_dist"] = (dist.get_rank(), dist.get_world_size())
+        if self.rank is None and self.world_size is None:
+            group = process_group()
+            if group is not None:
+                state["_frozen_dist"] = group
         return state
-
-    def _epoch_units(self) -> np.ndarray:
-        """All unit ids of this epoch in order (rows permuted when ``shuffle``)."""
-        n_rows = self.num_rows
-        if self.shuffle:
-            rows = np.random.default_rng([self.seed, self.epoch]).permutation(n_rows)
-        else:
-            rows = np.arange(n_rows)
-        counts = self._clips_per_row[rows]
-        if len(rows) == 0:
-            return np.zeros(0, np.int64)
-        starts = self._first_unit[rows]
-        offsets = np.cumsum(counts) - counts
-        return np.repeat(starts - offsets, counts) + np.arange(int(counts.sum()))
-
-    def _per_rank(self, world: int) -> int | None:
-        units = self.num_units
-        if self.drop_last:
-            return units // world
-        if self.pad:
-            return -(-units // world)
-        return None
-
-    def _rank_units(self, rank: int, world: int) -> tuple[np.ndarray, np.ndarray]:
-        """(unit ids, padded flags) for ``rank`` this epoch."""
-        order = self._epoch_units()
-        per = self._per_rank(world)
-        if per is None:
-            block = np.array_split(order, world)[rank]
-            return block, np.zeros(len(block), bool)
-        total = per * world
-        padded = np.zeros(total, bool)
-        if total > len(order):
-            padded[len(order) :] = True
-            order = np.concatenate([order, np.resize(order, total - len(order))])
-        sl = slice(rank * per, (rank + 1) * per)
-        return order[:total][sl], padded[sl]
 
     def __len__(self) -> int:
         """Samples this rank yields per epoch (over all its DataLoader workers)."""
         rank, world = self._dist_info()
-        per = self._per_rank(world)
-        if per is not None:
-            return per
-        return len(np.array_split(np.arange(self.num_units), world)[rank])
+        return self.partitioner.rank_length(self.num_units, rank, world)
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Any]:
         rank, world = self._dist_info()
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        units, padded = self._rank_units(rank, world)
-        units = np.array_split(units, workers)[worker]
-        padded = np.array_split(padded, workers)[worker]
-        reader = ShardRowReader(self.files, self._columns)
-        try:
-            samples: Iterable[dict[str, Any]] = (
+        worker, workers = current_worker()
+        order = self._units.epoch_order(self.shuffle, self.seed, self.epoch)
+        units, padded = self.partitioner.assign(order, rank, world, worker, workers)
+        with self.source.open() as reader:
+            samples: Iterable[Any] = (
                 self._sample(reader, int(u), bool(p)) for u, p in zip(units, padded)
             )
             if self.shuffle and self.shuffle_buffer > 1:
-                rng = np.random.default_rng([self.seed, self.epoch, rank, worker, 1])
-                samples = _shuffle_buffer(samples, self.shuffle_buffer, rng)
+                rng = buffer_rng(self.seed, self.epoch, rank, worker)
+                samples = shuffle_buffer(samples, self.shuffle_buffer, rng)
             yield from samples
-        finally:
-            reader.close()
 
     # ------------------------------------------------------------------ samples
 
-    def _clip_indices(self, n: int, clip: int, rng: np.random.Generator) -> np.ndarray:
-        """Row frame indices (int64 ``[T]``) of the clip; looped modulo ``n`` when short."""
-        t, s = self.clip_len, self.frame_stride
-        steps = np.arange(t, dtype=np.int64)
-        if self.sampling == "uniform":
-            if n < t:
-                return steps % n
-            u = rng.random(t) if self.train else np.full(t, 0.5)
-            return np.minimum(((steps + u) * n / t).astype(np.int64), n - 1)
-        span = (t - 1) * s + 1
-        if self.sampling == "all":
-            start = clip * t * s
-        elif n < span:
-            start = 0
-        elif self.sampling == "random":
-            start = int(rng.integers(0, n - span + 1))
-        else:  # center
-            start = (n - span) // 2
-        return (start + s * steps) % n
-
-    def _sample(self, reader: ShardRowReader, unit: int, padded: bool) -> dict[str, Any]:
-        row = int(np.searchsorted(self._first_unit, unit, side="right") - 1)
-        clip = unit - int(self._first_unit[row])
-        view = RowView(
-            reader.read(
-                int(self._row_file[row]), int(self._row_group[row]), int(self._row_pos[row])
-            )
-        )
-        view.meta  # noqa: B018 - a schema newer than this reader raises here
+    def _sample(self, reader: RowSourceReader, unit: int, padded: bool) -> Any:
+        """Sample ``unit`` of this epoch: read, sample, decode, crop/flip, normalise, transform."""
+        row, clip = self._units.locate(unit)
+        view = reader.read(row)
         n, h, w = view.num_frames, view.height, view.width
         if n < 1:
             raise ValueError(f"row {view['video_id']!r} segment {view['segment']} has no frames")
-        rng = np.random.default_rng([self.seed, self.epoch, unit])
-
-        idx = self._clip_indices(n, clip, rng)
-        ch, cw = self.crop or (h, w)
-        if ch > h or cw > w:
-            raise ValueError(
-                f"crop {ch}x{cw} is larger than the {h}x{w} frames of {view['video_id']!r}"
-            )
-        if self.train:
-            y0 = int(rng.integers(0, h - ch + 1))
-            x0 = int(rng.integers(0, w - cw + 1))
-            flip = bool(rng.random() < self.hflip)
-        else:
-            y0, x0, flip = (h - ch) // 2, (w - cw) // 2, False
-        box = (y0, x0, ch, cw, flip)
-
-        uniq, inverse = np.unique(idx, return_inverse=True)
-        gather = None if np.array_equal(uniq, idx) else inverse
+        # one generator per sample, drawn in this order: clip position, crop, flip
+        rng = sample_rng(self.seed, self.epoch, unit)
+        idx = self.sampler.indices(n, clip, rng)
+        try:
+            box, flip = self.crop_flip.draw(h, w, rng)
+        except ValueError as error:
+            raise ValueError(f"{error} of {view['video_id']!r}") from None
+        frames, gather = distinct_frames(idx)
 
         label = view.get("label_index")
         sample: dict[str, Any] = {
@@ -472,135 +419,38 @@ class ShardDataset(IterableDataset):
         present = view.modalities
         for m in ("rgb", "pose"):
             if m in want and m in present:
-                sample[m] = self._images(view, m, uniq, gather, box)
+                levels = decode_images(view, m, frames, box, flip)
+                if gather is not None:
+                    levels = levels[:, gather]
+                sample[m] = images_to_tensor(levels, self.dtype)
         if "flow" in want and "flow" in present:
-            sample["flow"] = self._flow(view, uniq, gather, box)
+            flow, zero = decode_flow(view, frames, box, flip, self.last_flow)
+            if gather is not None:
+                flow, zero = flow[:, gather], zero[gather]
+            quantised = view.flow_encoding != "f16"
+            sample["flow"] = flow_to_tensor(flow, zero, quantised, flip, self.dtype)
         if "keypoints" in want and "keypoints" in present:
-            kp = view.keypoints()
-            sample["keypoints"], sample["num_persons"] = self._keypoints(kp[:, idx], box)
+            kp = box.apply_to_keypoints(view.keypoints()[:, idx])
+            if flip:
+                kp = hflip_keypoints(kp, box.width)
+            zero_absent(kp, kp[..., 2])
+            sample["keypoints"], sample["num_persons"] = pad_persons(kp, self.max_persons)
         if "keypoints3d" in want:
-            if "keypoints3d" not in present:
-                raise ValueError(
-                    f"{view['video_id']!r} segment {view['segment']}: the shards hold no "
-                    "keypoints3d (a run with --keypoints3d writes them)"
-                )
-            score = view.keypoints()[:, idx][..., 2]
-            k3 = self._keypoints3d(view.keypoints3d()[:, idx], score, box[4])
-            sample["keypoints3d"], sample["num_persons"] = k3
+            sample["keypoints3d"], sample["num_persons"] = self._keypoints3d(view, idx, flip)
+        if self.transform is not None:
+            return self.transform(sample)
         return sample
 
-    def _keypoints3d(
-        self, k3: np.ndarray, score: np.ndarray, flip: bool
-    ) -> tuple[torch.Tensor, int]:
-        """``[M, T, 17, 3]`` metres, mirrored with the frames (x -> -x, left/right joints
-        swapped) and zero where the 2D joint is unseen; (tensor, real M)."""
-        k3 = k3.copy()
-        k3[score <= 0] = 0.0
+    def _keypoints3d(self, view: RowView, idx: np.ndarray, flip: bool) -> tuple[torch.Tensor, int]:
+        """``[M, T, 17, 3]`` metres at row frames ``idx``, zero where the 2D joint is unseen,
+        mirrored when ``flip``, padded to ``max_persons``; (tensor, real M)."""
+        if "keypoints3d" not in view.modalities:
+            raise ValueError(
+                f"{view['video_id']!r} segment {view['segment']}: the shards hold no "
+                "keypoints3d (a run with --keypoints3d writes them)"
+            )
+        score = view.keypoints()[:, idx][..., 2]
+        k3 = zero_absent(view.keypoints3d()[:, idx].copy(), score)
         if flip:
-            k3[..., 0] = -k3[..., 0]
-            k3 = k3[:, :, list(FLIP)]
-        return self._persons_tensor(k3)
-
-    def _persons_tensor(self, persons: np.ndarray) -> tuple[torch.Tensor, int]:
-        """``[M, ...]`` per-person values as a float32 tensor padded (or cut) to
-        ``max_persons`` slots when set; (tensor, real M)."""
-        m = persons.shape[0]
-        if self.max_persons is not None:
-            m = min(m, self.max_persons)
-            out = np.zeros((self.max_persons,) + persons.shape[1:], np.float32)
-            out[:m] = persons[:m]
-            persons = out
-        return torch.from_numpy(np.ascontiguousarray(persons, np.float32)), m
-
-    @staticmethod
-    def _window(image: np.ndarray, box: tuple[int, int, int, int, bool]) -> np.ndarray:
-        y0, x0, ch, cw, flip = box
-        view = image[y0 : y0 + ch, x0 : x0 + cw]
-        return view[:, ::-1] if flip else view
-
-    def _images(
-        self,
-        view: RowView,
-        modality: str,
-        uniq: np.ndarray,
-        gather: np.ndarray | None,
-        box: tuple[int, int, int, int, bool],
-    ) -> torch.Tensor:
-        """Decode, crop and flip the frames ``uniq`` -> ``[3, T, ch, cw]`` RGB in [-1, 1]."""
-        buf = np.empty((3, len(uniq), box[2], box[3]), np.uint8)
-        for k, image in enumerate(view.iter_images(modality, uniq)):
-            buf[:, k] = self._window(image, box).transpose(2, 0, 1)  # HWC -> CHW in the one copy
-        if gather is not None:
-            buf = buf[:, gather]
-        if self.dtype == torch.uint8:
-            tensor, view = _buffer(buf.shape, torch.uint8)
-            view[...] = buf
-            return tensor
-        tensor, view = _buffer(buf.shape, torch.float32)
-        _levels_to_unit(buf, view)
-        return self._cast(tensor)
-
-    def _flow(
-        self,
-        view: RowView,
-        uniq: np.ndarray,
-        gather: np.ndarray | None,
-        box: tuple[int, int, int, int, bool],
-    ) -> torch.Tensor:
-        """Flow at the frames ``uniq`` -> ``[2, T, ch, cw]``, pixels / 20 in [-1, 1]."""
-        quantised = view.flow_encoding != "f16"
-        n_flows = view.num_flows
-        _, _, ch, cw, flip = box
-        buf = np.zeros((2, len(uniq), ch, cw), np.uint8 if quantised else np.float32)
-        zero = np.zeros(len(uniq), bool)
-        slots, pairs = [], []
-        for k, f in enumerate(uniq):
-            j = int(f)
-            if j >= n_flows:
-                j = n_flows - 1 if self.last_flow == "repeat" else -1
-            if j < 0:
-                zero[k] = True
-            else:
-                slots.append(k)
-                pairs.append(j)
-        for k, (x, y) in zip(slots, view.iter_flow_planes(pairs), strict=True):
-            buf[0, k] = self._window(x, box)
-            buf[1, k] = self._window(y, box)
-        if gather is not None:
-            buf, zero = buf[:, gather], zero[gather]
-        if self.dtype == torch.uint8:
-            # levels q with q / 127.5 - 1 == pixels / 20 (f16 flow is quantised here)
-            tensor, levels = _buffer(buf.shape, torch.uint8)
-            levels[...] = buf if quantised else quantize_flow(buf)
-            levels[:, zero] = 128  # the level nearest to zero flow (+0.08 px)
-            if flip:
-                np.subtract(255, levels[0], out=levels[0])
-            return tensor
-        tensor, out = _buffer(buf.shape, torch.float32)
-        if quantised:
-            # q -> (q * 40 / 255 - 20) / 20 == q / 127.5 - 1, already within [-1, 1].
-            _levels_to_unit(buf, out)
-        else:
-            np.divide(buf, np.float32(FLOW_BOUND), out=out)
-            np.clip(out, -1.0, 1.0, out=out)
-        out[:, zero] = 0.0
-        if flip:
-            np.negative(out[0], out=out[0])
-        return self._cast(tensor)
-
-    def _cast(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor if self.dtype == torch.float32 else tensor.to(self.dtype)
-
-    def _keypoints(
-        self, kp: np.ndarray, box: tuple[int, int, int, int, bool]
-    ) -> tuple[torch.Tensor, int]:
-        """``[M, T, 17, 3]`` keypoints moved into the crop (and flipped); (tensor, real M)."""
-        y0, x0, _, cw, flip = box
-        kp = kp.copy()
-        kp[..., 0] -= x0
-        kp[..., 1] -= y0
-        if flip:
-            kp[..., 0] = (cw - 1) - kp[..., 0]
-            kp = kp[:, :, list(FLIP)]
-        kp[kp[..., 2] <= 0] = 0.0
-        return self._persons_tensor(kp)
+            k3 = hflip_keypoints3d(k3)
+        return pad_persons(k3, self.max_persons)
