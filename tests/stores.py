@@ -1,5 +1,6 @@
 """What the object-store tests share: a server process on 127.0.0.1, the clips they upload,
-the run settings, and views of shards that leave out where the videos came from.
+the run settings, views of shards that leave out where the videos came from, and a CLI run
+that kills itself at a chosen point (the kill-and-resume tests, here and on local disks).
 
 The servers (moto for S3, gcp-storage-emulator for GCS) are real processes speaking the
 stores' HTTP protocols; the tests upload and list through the stores' own clients
@@ -105,8 +106,9 @@ def make_clips(folder: Path, bikes: str, carphone: str) -> Path:
 
 def run_config(inp: str, out: str) -> RunConfig:
     """The run of :data:`RUN_FLAGS` from ``inp`` to ``out``, for :func:`tristream.pipeline.run`."""
-    return RunConfig(output=out, input=inp, short_side=32, max_frames=10, format="both",
-                     workers=1)  # fmt: skip
+    return RunConfig.from_options(
+        output=out, input=inp, short_side=32, max_frames=10, format="both", workers=1
+    )
 
 
 def run_args(inp: str, out: str, *extra: str) -> list[str]:
@@ -117,6 +119,37 @@ def run_args(inp: str, out: str, *extra: str) -> list[str]:
 def cli_run(inp: str, out: str, *extra: str) -> list[str]:
     """The command line of :func:`run_args` for a subprocess (this Python)."""
     return [sys.executable, "-m", "tristream.cli", *run_args(inp, out, *extra)]
+
+
+#: Run by :func:`cli_killed_at` in a child process: ``tristream run`` (the CLI's ``main``)
+#: that SIGKILLs its own process right after the run's first cache write of the kind named
+#: by ``argv[1]``: ``segment`` (a segment's rows staged in the cache) or ``video`` (a
+#: video's ``done.json``, its cache entry complete). The write is done and nothing after it:
+#: the kill point is an event of the code under test, not a moment raced by a poll.
+_KILL_AT = """
+import os, signal, sys
+from tristream.pipeline import cache, videos
+
+point, args = sys.argv[1], sys.argv[2:]
+module, name = {"segment": (videos, "write_rows"), "video": (cache, "mark_done")}[point]
+real = getattr(module, name)
+
+def write_then_die(*a, **kw):
+    real(*a, **kw)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+setattr(module, name, write_then_die)
+from tristream.cli import main
+sys.exit(main(args))
+"""
+
+
+def cli_killed_at(point: str, args: list[str]) -> list[str]:
+    """The command line of ``tristream run`` ``args`` (without ``run``'s program name: the
+    CLI's arguments) that kills itself after its first ``point`` write (``segment`` or
+    ``video``, see :data:`_KILL_AT`). Such a run exits with ``-SIGKILL``; one that exits
+    otherwise never reached the point."""
+    return [sys.executable, "-c", _KILL_AT, point, *args]
 
 
 def rows_without_source(path: str | os.PathLike) -> list[dict]:

@@ -3,20 +3,21 @@
 The emulator is its own process speaking GCS's JSON API over HTTP, found through
 ``STORAGE_EMULATOR_HOST`` as Google's client libraries find it. Videos are uploaded and
 objects listed with Google's own client (google-cloud-storage), not through tristream;
-``tristream run`` goes from bucket to bucket through the CLI's entry point (Beam's GCS
-filesystem reads the inputs, pyarrow's writes the outputs), and the shards are read back
-by ``ShardDataset`` and by plain pyarrow. The kill-and-resume guarantee is the same code on
-every store and is tested against S3 (``tests/test_object_store.py``).
+``tristream run`` goes from bucket to bucket through the CLI's entry point (the one storage
+layer, on pyarrow's GCS filesystem, reads the inputs and writes the outputs), and the shards
+are read back by ``ShardDataset`` and by plain pyarrow. The kill-and-resume guarantee is the
+same code on every store and is tested against S3 (``tests/test_object_store.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import hashlib
 import io
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -36,6 +37,7 @@ from tests.stores import (
 from tristream.cli import main
 from tristream.pipeline.run import run
 from tristream.shards import read_rows
+from tristream.shards.storage import StoreConfig
 
 IN, OUT = "tristream-gcs-in", "tristream-gcs-out"
 
@@ -85,10 +87,7 @@ def _objects(client, bucket: str, prefix: str) -> dict[str, bytes]:
 def bucket_run(gcs, tmp_path_factory):
     """``tristream run`` from bucket to bucket through the CLI's ``main``, with its own
     temporary folder. Returns the output URI, that folder and what the run printed.
-
-    (In this process: with the gcp extra installed, a Beam process without Google
-    credentials spends about 18 s on finding none, once; the CLI in a subprocess is
-    tested against S3.)
+    (In this process; the CLI in a subprocess is tested against S3.)
     """
     out = f"gs://{OUT}/run1"
     tmp = tmp_path_factory.mktemp("run_tmp")
@@ -149,14 +148,14 @@ def test_staging_and_the_content_key_on_gcs(gcs, store_clips, tmp_path, monkeypa
 
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     uri = f"gs://{IN}/videos/carphone.mp4"
-    with storage.staged_video(uri) as local:
-        assert Path(local).read_bytes() == (store_clips / "carphone.mp4").read_bytes()
+    data = (store_clips / "carphone.mp4").read_bytes()
+    with storage.staged_video(uri) as (local, key):
+        assert Path(local).read_bytes() == data
     assert list(tmp_path.iterdir()) == []
-    # The content key comes from the store's checksum, without a download.
-    key = storage.content_id(uri)
-    size = (store_clips / "carphone.mp4").stat().st_size
-    assert key.startswith("gs-checksum:") and key.endswith(f":{size}")
-    assert storage.content_id(f"gs://{IN}/videos/missing.mp4") is None
+    # The content key is the SHA-256 of the bytes, hashed while staging (one download).
+    assert key == hashlib.sha256(data).hexdigest()
+    with pytest.raises(FileNotFoundError), storage.staged_video(f"gs://{IN}/videos/missing.mp4"):
+        pass
 
 
 @pytest.mark.parametrize(
@@ -175,9 +174,21 @@ def test_missing_buckets_are_one_clear_error(gcs, capsys, args, words):
 
 
 def test_an_unreachable_emulator_is_one_clear_error(gcs, capsys, monkeypatch):
+    """Nothing listening: one clear error, after the bucket check's own retry limit
+    (``StoreConfig.check_seconds``) rather than pyarrow's default of 15 minutes: every GCS
+    filesystem the run opened was given a finite limit, the check its short one."""
+    limits = []
+    gcs_filesystem = pafs.GcsFileSystem
+
+    def recorded(*args, **kwargs):
+        limits.append(kwargs.get("retry_time_limit"))
+        return gcs_filesystem(*args, **kwargs)
+
+    monkeypatch.setattr(pafs, "GcsFileSystem", recorded)
     dead = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", dead)
-    t0 = time.monotonic()
     assert main(["run", "--input", f"gs://{IN}/videos", "--output", f"gs://{OUT}/x"]) == 1
     assert f"cannot connect to the object store at {dead}" in one_error_line(capsys)
-    assert time.monotonic() - t0 < 60
+    config = StoreConfig()
+    assert limits[0] == datetime.timedelta(seconds=config.check_seconds), limits
+    assert all(lim is not None and lim.total_seconds() <= config.retry_seconds for lim in limits)

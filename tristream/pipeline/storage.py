@@ -1,57 +1,58 @@
-"""The pipeline's inputs on any storage: local paths, ``s3://`` and ``gs://`` (Beam's FileSystems).
+"""The pipeline's side of storage: the store config of a run, checks before it, staging.
 
-The one home of URIs in the pipeline layer. Inputs (``--input`` listings,
-``--manifest`` text, the videos themselves and their content keys) are read
-through Beam's :class:`~apache_beam.io.filesystems.FileSystems`, so whatever
-filesystem Beam has (S3 with ``apache-beam[aws]``, GCS with
-``apache-beam[gcp]``) serves them, configured by Beam's own flags
-(``--s3_endpoint_url``, ``--s3_region_name``, ...). The outputs (cache,
-shards, ``manifest.json``, ``failures.jsonl``) are written by the shard layer
-(:mod:`tristream.shards.storage`, pyarrow), which the trainer-side reader shares.
+All I/O goes through the one storage layer, :mod:`tristream.shards.storage`
+(pyarrow's filesystems), for inputs, cache and outputs alike; Beam's
+FileSystems are not used. This module adds what only the pipeline needs:
 
-Faults of the store (an unknown scheme, a missing bucket, an endpoint that
-does not answer) are checked once, before the pipeline starts
-(:func:`check_location`), and are one :class:`StorageError` line, because
-Beam's S3 client retries such faults with backoff for minutes.
+- :func:`configure`: the run's :class:`~tristream.shards.storage.StoreConfig`,
+  built once in the launching process from Beam's ``--s3_endpoint_url`` /
+  ``--s3_region_name`` when given, else from the environment; the workers get
+  it with the run's config, not from their own environment.
+- :func:`check_location`: faults of the store (an unknown scheme, a missing
+  bucket, an endpoint that does not answer) are checked once, before the
+  pipeline starts, and are one :class:`StorageError` line.
+- :func:`staged_video`: a local path for ffmpeg to decode and the video's
+  content identity (the cache key, see :mod:`tristream.shards.storage`: the
+  SHA-256 of its bytes), an object being copied to a bounded temporary file and
+  hashed in the same pass.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import dataclasses
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from typing import NamedTuple
 
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, S3Options
-
-from tristream.config import content_hash
-from tristream.shards import storage
 from tristream.shards.storage import (
     StorageError,
+    Store,
+    StoreConfig,
+    StoreLike,
+    content_hash,
+    get_store,
     has_scheme,
     is_store_uri,
     is_uri,
     join,
-    uri_scheme,
 )
 
 __all__ = [
     "STAGE_LIMIT_ENV",
+    "Staged",
     "StorageError",
+    "Store",
+    "StoreConfig",
     "check_location",
     "configure",
-    "content_id",
-    "exists",
     "has_scheme",
     "is_store_uri",
     "is_uri",
     "join",
-    "match",
-    "read_text",
+    "stage_limit",
     "staged_video",
 ]
 
@@ -59,135 +60,87 @@ __all__ = [
 STAGE_LIMIT_ENV = "TRISTREAM_STAGE_LIMIT"
 #: Its default: 16 GiB.
 STAGE_LIMIT_DEFAULT = 16 << 30
-_CHUNK = 8 << 20
-#: scheme -> what to install for Beam's filesystem of it.
-_EXTRAS = {"s3": "apache-beam[aws]", "gs": "tristream[gcp]"}
+#: Beam's S3 flags that would carry secrets: tristream takes credentials from the default
+#: chain only (:class:`StoreConfig`), never from a flag.
+_SECRET_FLAGS = ("s3_access_key_id", "s3_secret_access_key", "s3_session_token")
 
 
-def configure(options: PipelineOptions) -> None:
-    """Give Beam's FileSystems the run's options, and the shard layer Beam's
-    ``--s3_endpoint_url`` when one is given (else both read ``AWS_ENDPOINT_URL``).
+def configure(options=None) -> StoreConfig:
+    """The run's store config: :meth:`StoreConfig.from_env`, with Beam's
+    ``--s3_endpoint_url`` and ``--s3_region_name`` in place of the environment's endpoint
+    and region when the user gave them. ``options``: Beam's ``PipelineOptions`` (or None).
 
-    The endpoint is also exported as ``AWS_ENDPOINT_URL`` when that is unset, so
-    worker processes started from this one agree.
+    Nothing is set process-wide: the config is passed to whatever needs it (and travels
+    to the workers with the run's config). Beam's key flags (``--s3_access_key_id``, ...)
+    are refused (:class:`StorageError`): credentials come from the default chain.
     """
-    FileSystems.set_options(options)
-    endpoint = options.view_as(S3Options).s3_endpoint_url
-    if endpoint:
-        storage.set_s3_endpoint(endpoint)
-        os.environ.setdefault("AWS_ENDPOINT_URL", endpoint)
+    config = StoreConfig.from_env()
+    if options is None:
+        return config
+    from apache_beam.options.pipeline_options import S3Options
 
-
-def _ready() -> None:
-    """Give Beam's FileSystems default options (endpoint and credentials from the
-    environment) in a worker process where nothing set them (e.g. a Dask worker)."""
-    if getattr(FileSystems, "_pipeline_options", None) is None:
-        FileSystems.set_options(PipelineOptions([]))
-
-
-def _beam_filesystem(path: str) -> None:
-    """Check that Beam has a filesystem for the URI's scheme; StorageError naming the extra."""
-    _ready()
-    try:
-        FileSystems.get_filesystem(path)
-    except ValueError:
-        scheme = uri_scheme(path)
+    s3 = options.view_as(S3Options)
+    given = [f"--{name}" for name in _SECRET_FLAGS if getattr(s3, name, None)]
+    if given:
         raise StorageError(
-            f"{path}: Beam has no {scheme}:// filesystem here; install it with "
-            f"pip install '{_EXTRAS[scheme]}'"
-        ) from None
+            f"{', '.join(given)}: tristream takes S3 credentials from the AWS default chain "
+            "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance role), "
+            "not from flags"
+        )
+    changes = {}
+    if s3.s3_endpoint_url:
+        changes["s3_endpoint"] = s3.s3_endpoint_url
+    if s3.s3_region_name:
+        changes["s3_region"] = s3.s3_region_name
+    return dataclasses.replace(config, **changes)
 
 
-def check_location(path: str | None, what: str) -> None:
-    """Before a run: for a URI, check the scheme, Beam's filesystem for it, that the bucket
-    exists and that the store answers. ``what`` names the flag (``--output``) in the
-    :class:`StorageError`. Nothing for None or a local path."""
+def check_location(path: str | None, what: str, store: StoreLike = None) -> None:
+    """Before a run: for a URI, check the scheme, that the bucket exists and that the store
+    answers. ``what`` names the flag (``--output``) in the :class:`StorageError`. Nothing
+    for None or a local path. ``store``: the run's (a :class:`Store` or its config)."""
     if path is None or not is_uri(path):
         return
-    _beam_filesystem(path)
     try:
-        storage.check_bucket(path)
+        get_store(store).check_bucket(path)
     except StorageError as exc:
         raise StorageError(f"{what} {exc}") from None
 
 
-def exists(path: str) -> bool:
-    """Whether a file (or object) exists at ``path``."""
-    if not is_uri(path):
-        return os.path.exists(path)
-    _ready()
-    return FileSystems.exists(path)
-
-
-def match(pattern: str) -> list[tuple[str, int]]:
-    """``(path, size in bytes)`` of every object matching the glob ``pattern`` (``*``, ``?``,
-    ``**`` across ``/``), sorted by path."""
-    _ready()
-    found = FileSystems.match([pattern])[0].metadata_list
-    return sorted((m.path, int(m.size_in_bytes)) for m in found)
-
-
-def read_text(path: str) -> str:
-    """A whole file (a manifest) as UTF-8 text."""
-    _ready()
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        return f.read().decode("utf-8")
-
-
-def _size(uri: str) -> int:
-    _ready()
-    found = FileSystems.match([uri])[0].metadata_list
-    if not found:
-        raise FileNotFoundError(f"file not found: {uri}")
-    return int(found[0].size_in_bytes)
-
-
-def content_id(source: str) -> str | None:
-    """What identifies the content of a video for the cache key.
-
-    A local file: the SHA-256 of its bytes (:func:`tristream.config.content_hash`;
-    None for a pipe or a device, which are never reused). An object: the store's
-    checksum metadata with the object's size (S3: the ETag, an MD5 of the bytes
-    for a single-part upload and of the parts otherwise; GCS: the CRC32C that
-    Beam's GCS filesystem reports), read without downloading the video; the SHA-256 of the
-    bytes when the store gives no checksum. None for a missing object.
-    """
-    if not is_store_uri(source):
-        return content_hash(source)  # None for other URLs (http://): never reused
-    try:
-        size = _size(source)
-    except FileNotFoundError:
-        return None  # as for a missing local file: the decode reports it
-    checksum = FileSystems.checksum(source)
-    if checksum:
-        return f"{uri_scheme(source)}-checksum:{checksum.strip(chr(34))}:{size}"
-    digest = hashlib.sha256()
-    with FileSystems.open(source, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def stage_limit() -> int:
-    """The staging limit in bytes: ``$TRISTREAM_STAGE_LIMIT``, else 16 GiB."""
+    """The staging limit in bytes: ``$TRISTREAM_STAGE_LIMIT`` (read now), else 16 GiB."""
     value = os.environ.get(STAGE_LIMIT_ENV, "").strip()
     return int(value) if value else STAGE_LIMIT_DEFAULT
 
 
-@contextlib.contextmanager
-def staged_video(source: str) -> Iterator[str]:
-    """A local path to decode ``source`` from: the path itself, or, for an object, a
-    temporary copy (in :func:`tempfile.gettempdir`, keeping the file name's suffix)
-    that is removed when the block ends, however it ends.
+class Staged(NamedTuple):
+    """A video ready to decode: ``path``, local (or a URL ffmpeg reads itself), and
+    ``content_id``, the SHA-256 of its bytes (None when it has none: never reused)."""
 
-    The copy is bounded: an object larger than :func:`stage_limit`, or than the
-    free space of the temporary folder, is refused before anything is copied
-    (OSError, one line), and a copy that grows past the limit stops.
+    path: str
+    content_id: str | None
+
+
+@contextlib.contextmanager
+def staged_video(
+    source: str, store: StoreLike = None, limit: int | None = None
+) -> Iterator[Staged]:
+    """``source`` ready to decode, with its content identity (:class:`Staged`).
+
+    A local path is used as it is, hashed in place; another URL (``http://``) as it is,
+    with no identity. An object is copied to a temporary file (in
+    :func:`tempfile.gettempdir`, keeping the file name's suffix) and hashed in the same
+    pass; the copy is removed when the block ends, however it ends. The copy is bounded:
+    an object larger than ``limit`` (default :func:`stage_limit`), or than the free space
+    of the temporary folder, is refused before anything is copied (OSError, one line), and
+    a copy that grows past the limit stops. A missing object is FileNotFoundError.
     """
     if not is_store_uri(source):  # a local file, or a URL that ffmpeg reads itself
-        yield source
+        yield Staged(source, content_hash(source))
         return
-    size, limit = _size(source), stage_limit()
+    store = get_store(store)
+    size = store.getsize(source)
+    limit = stage_limit() if limit is None else limit
     folder = tempfile.mkdtemp(prefix="tristream-stage-")
     try:
         free = shutil.disk_usage(folder).free
@@ -197,16 +150,7 @@ def staged_video(source: str) -> Iterator[str]:
         if size > free:
             raise OSError(f"{source} is {size} bytes, more than the {free} bytes free in {folder}")
         local = os.path.join(folder, "video" + os.path.splitext(source.rsplit("/", 1)[-1])[1])
-        copied = 0
-        with (
-            FileSystems.open(source, compression_type=CompressionTypes.UNCOMPRESSED) as src,
-            open(local, "wb") as dst,
-        ):
-            while chunk := src.read(_CHUNK):
-                copied += len(chunk)
-                if copied > limit:
-                    raise OSError(f"{source} grew past the staging limit of {limit} bytes")
-                dst.write(chunk)
-        yield local
+        digest = store.download(source, local, limit)
+        yield Staged(local, digest)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

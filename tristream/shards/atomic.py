@@ -12,28 +12,30 @@ import contextlib
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from tristream.shards import storage
+from tristream.shards.storage import StoreLike
 
 
 @contextlib.contextmanager
-def atomic_path(path: str) -> Iterator[str]:
+def atomic_path(path: str, store: StoreLike | Callable[[], StoreLike] = None) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``.
 
     On an exception the temporary file is removed and ``path`` is untouched.
     The temporary name starts with ``.`` and ends with ``.tmp`` so that globs
     for shards never see it. For an object-store URI the temporary file is
-    local (in :func:`tempfile.gettempdir`) and is uploaded to ``path`` on success;
-    it is removed in every case.
+    local (in :func:`tempfile.gettempdir`) and is uploaded to ``path`` on success, on
+    ``store`` (a :class:`~tristream.shards.storage.Store` or its config, or a function
+    that gives one then; None: the environment's); it is removed in every case.
     """
     if storage.is_uri(path):
         fd, tmp = tempfile.mkstemp(prefix=".tristream-", suffix=".tmp")
         os.close(fd)
         try:
             yield tmp
-            storage.upload(tmp, path)
+            storage.upload(tmp, path, store() if callable(store) else store)
         finally:
             os.remove(tmp)
         return
@@ -48,9 +50,10 @@ def atomic_path(path: str) -> Iterator[str]:
             os.remove(tmp)
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+def write_text_atomic(path: str, text: str, store: StoreLike = None) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (a URI: on ``store``, see
+    :func:`atomic_path`)."""
+    with atomic_path(path, store) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
 
 
@@ -60,12 +63,15 @@ class AtomicRowWriter:
     exception; :meth:`abort` (or an exception in the block) leaves no file behind.
 
     Subclasses open their output on ``self.tmp_path`` and implement :meth:`write`
-    (counting ``self.rows``) and :meth:`_close_output`.
+    (counting ``self.rows``) and :meth:`_close_output`. ``store``: where a URI ``path``
+    is uploaded (see :func:`atomic_path`), read when the file is finished, so it may be
+    set after construction (:func:`~tristream.shards.files.open_shard_writer` does).
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, store: StoreLike = None):
         self.path = path
-        self._atomic = atomic_path(path)
+        self.store = store
+        self._atomic = atomic_path(path, lambda: self.store)
         self.tmp_path = self._atomic.__enter__()
         self.rows = 0
 

@@ -27,6 +27,7 @@ from tristream.shards import storage
 from tristream.shards.atomic import AtomicRowWriter
 from tristream.shards.parquet import ParquetShardWriter
 from tristream.shards.schema import COLUMNS_BY_NAME, modalities_of
+from tristream.shards.storage import StoreLike
 from tristream.shards.tfrecord import (
     TFRecordShardWriter,
     example_to_row,
@@ -78,7 +79,9 @@ def shard_format(path: str | os.PathLike) -> str:
     raise ValueError(f"not a shard file (expected .parquet or .tfrecord): {name}")
 
 
-def shard_files(path: str | os.PathLike, fmt: str | None = None) -> list[str]:
+def shard_files(
+    path: str | os.PathLike, fmt: str | None = None, store: StoreLike = None
+) -> list[str]:
     """The shard files under ``path``, sorted.
 
     ``path`` is a shard file, an output directory (its ``shards/`` folder is
@@ -86,11 +89,12 @@ def shard_files(path: str | os.PathLike, fmt: str | None = None) -> list[str]:
     restricts the suffix; when None and a directory holds both formats (a
     ``--format both`` run), the Parquet files are returned, so each row is
     read once. Temporary files (``.name.tmp``) never match. An object-store
-    URI is listed the same way (a prefix holding objects is its folder).
+    URI is listed the same way (a prefix holding objects is its folder), on ``store``
+    (:func:`tristream.shards.storage.get_store`: None is the environment's).
     """
     path = os.fspath(path)
     if storage.is_uri(path):
-        return _stored_shard_files(path, fmt)
+        return _stored_shard_files(path, fmt, storage.get_store(store))
     if os.path.isfile(path):
         shard_format(path)  # raises for a file that is not a shard
         return [path]
@@ -106,17 +110,17 @@ def shard_files(path: str | os.PathLike, fmt: str | None = None) -> list[str]:
     return []
 
 
-def _stored_shard_files(uri: str, fmt: str | None) -> list[str]:
+def _stored_shard_files(uri: str, fmt: str | None, store: storage.Store) -> list[str]:
     """:func:`shard_files` for an object-store URI."""
-    storage.check_bucket(uri)
-    if storage.isfile(uri):
+    store.check_bucket(uri)
+    if store.isfile(uri):
         shard_format(uri)
         return [uri]
-    if not storage.isdir(uri):
+    if not store.isdir(uri):
         raise FileNotFoundError(f"no shard file or directory at {uri}")
     nested = storage.join(uri, "shards")
-    folder = nested if storage.isdir(nested) else uri
-    names = [n for n in storage.list_dir(folder) if not n.startswith(".")]
+    folder = nested if store.isdir(nested) else uri
+    names = [n for n in store.list_dir(folder) if not n.startswith(".")]
     for f in (fmt,) if fmt else SHARD_FORMATS:
         files = [storage.join(folder, n) for n in names if n.endswith(shard_suffix(f))]
         if files:
@@ -124,16 +128,17 @@ def _stored_shard_files(uri: str, fmt: str | None) -> list[str]:
     return []
 
 
-def open_parquet(path: str) -> pq.ParquetFile:
-    """A :class:`pyarrow.parquet.ParquetFile` on a local path or an object-store URI."""
-    fs, inner = storage.resolve(path)
+def open_parquet(path: str, store: StoreLike = None) -> pq.ParquetFile:
+    """A :class:`pyarrow.parquet.ParquetFile` on a local path or an object-store URI
+    (on ``store``: None is the environment's)."""
+    fs, inner = storage.resolve(path, store)
     return pq.ParquetFile(inner, filesystem=fs)
 
 
 # --------------------------------------------------------------------------- writing
 
 
-def open_shard_writer(path: str, schema: pa.Schema) -> AtomicRowWriter:
+def open_shard_writer(path: str, schema: pa.Schema, store: StoreLike = None) -> AtomicRowWriter:
     """A writer of raw rows for the shard file ``path``, by its suffix.
 
     A :class:`~tristream.shards.parquet.ParquetShardWriter` or a
@@ -141,14 +146,20 @@ def open_shard_writer(path: str, schema: pa.Schema) -> AtomicRowWriter:
     :class:`~tristream.shards.atomic.AtomicRowWriter`): ``write(row)``, and the
     file appears at ``path`` only when the ``with`` block (or ``close()``)
     ends without an exception. ``schema`` is the run's Arrow schema
-    (:func:`~tristream.shards.schema.arrow_schema`).
+    (:func:`~tristream.shards.schema.arrow_schema`). A URI ``path`` is uploaded to
+    ``store`` (None: the environment's).
     """
-    return _WRITERS[shard_format(path)](path, schema)
+    writer = _WRITERS[shard_format(path)](path, schema)
+    writer.store = store
+    return writer
 
 
-def write_rows(path: str, rows: Iterable[dict[str, Any]], schema: pa.Schema) -> int:
-    """Write raw ``rows`` to the shard file ``path`` (format by suffix) atomically; the count."""
-    with open_shard_writer(path, schema) as writer:
+def write_rows(
+    path: str, rows: Iterable[dict[str, Any]], schema: pa.Schema, store: StoreLike = None
+) -> int:
+    """Write raw ``rows`` to the shard file ``path`` (format by suffix) atomically; the count.
+    A URI ``path`` is written to ``store`` (None: the environment's)."""
+    with open_shard_writer(path, schema, store) as writer:
         for row in rows:
             writer.write(row)
     return writer.rows
@@ -180,23 +191,24 @@ def _check_columns(columns: Sequence[str] | None) -> list[str] | None:
 
 
 def iter_raw_rows(
-    file: str | os.PathLike, columns: Sequence[str] | None = None
+    file: str | os.PathLike, columns: Sequence[str] | None = None, store: StoreLike = None
 ) -> Iterator[dict[str, Any]]:
     """Yield the raw rows of one shard file (column -> Python value), one at a time.
 
     ``columns`` selects a subset (Parquet reads only those; TFRecord parses
     whole records and drops the rest). Columns the file lacks (a modality the
-    run did not write) are absent keys in both formats; a null label is None.
+    run did not write) are absent keys in both formats; a null label is None. A URI is
+    read from ``store`` (None: the environment's).
     """
     path = os.fspath(file)
     columns = _check_columns(columns)
     if shard_format(path) == "parquet":
-        pf = open_parquet(path)
+        pf = open_parquet(path, store)
         read = _parquet_columns(pf, columns)
         for group in range(pf.num_row_groups):
             yield from pf.read_row_group(group, columns=read).to_pylist()
     else:
-        for data in iter_records(path):
+        for data in iter_records(path, store=store):
             yield _select(example_to_row(data), columns)
 
 
@@ -231,17 +243,20 @@ class ShardIndex:
         return len(self.groups)
 
 
-def index_shard(path: str | os.PathLike, columns: Sequence[str] = ()) -> ShardIndex:
+def index_shard(
+    path: str | os.PathLike, columns: Sequence[str] = (), store: StoreLike = None
+) -> ShardIndex:
     """Index the rows of one shard file, reading ``columns`` (scalar columns) of every row.
 
     Parquet reads the footer and those columns only; TFRecord reads every
     record header (and, when ``columns`` is not empty, parses every record).
+    A URI is read from ``store`` (None: the environment's).
     """
     path = os.fspath(path)
     columns = _check_columns(list(columns)) or []
     empty = np.zeros(0, np.int64)
     if shard_format(path) == "parquet":
-        pf = open_parquet(path)
+        pf = open_parquet(path, store)
         md = pf.metadata
         groups = [np.full(md.row_group(g).num_rows, g, np.int64) for g in range(md.num_row_groups)]
         positions = [np.arange(len(g), dtype=np.int64) for g in groups]
@@ -256,11 +271,11 @@ def index_shard(path: str | os.PathLike, columns: Sequence[str] = ()) -> ShardIn
             np.concatenate(positions) if positions else empty,
             values,
         )
-    offsets = record_offsets(path)
+    offsets = record_offsets(path, store)
     modalities: tuple[str, ...] = ()
     values = {c: [] for c in columns}
     if offsets:
-        with storage.open_input(path) as f:
+        with storage.open_input(path, store=store) as f:
             first = example_to_row(read_record_at(f, offsets[0]))
             modalities = modalities_of(list(first))
             if columns:
@@ -286,8 +301,10 @@ class ShardRowReader:
         self,
         files: Sequence[ShardFileInfo],
         columns: Sequence[Sequence[str] | None] | None = None,
+        store: StoreLike = None,
     ):
         self.files = list(files)
+        self.store = store  # where URIs are read (None: the environment's)
         self.columns = [None] * len(self.files) if columns is None else list(columns)
         if len(self.columns) != len(self.files):
             raise ValueError(f"{len(self.columns)} column lists for {len(self.files)} files")
@@ -308,14 +325,14 @@ class ShardRowReader:
             if self._group_key != (file, group):
                 pf = self._handles.get(file)
                 if pf is None:
-                    pf = self._handles[file] = open_parquet(info.path)
+                    pf = self._handles[file] = open_parquet(info.path, self.store)
                 self._group = pf.read_row_group(group, columns=_parquet_columns(pf, columns))
                 self._group_key = (file, group)
             row = self._group.slice(pos, 1).to_pylist()[0]
         else:
             f = self._handles.get(file)
             if f is None:
-                f = self._handles[file] = storage.open_input(info.path)  # closed in close()
+                f = self._handles[file] = storage.open_input(info.path, store=self.store)
             data = read_record_at(f, pos)
             if data is None:
                 raise ValueError(f"{info.path}: no record at byte {pos}")

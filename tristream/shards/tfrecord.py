@@ -66,14 +66,15 @@ def read_record_at(f: BinaryIO, offset: int | None = None, check_crc: bool = Tru
     return data
 
 
-def record_offsets(path: str) -> list[int]:
+def record_offsets(path: str, store: storage.StoreLike = None) -> list[int]:
     """Byte offsets of every record of a TFRecord file (reads and checks the headers only).
 
-    ``path``: a local path or an object-store URI (:mod:`tristream.shards.storage`).
+    ``path``: a local path or an object-store URI (:mod:`tristream.shards.storage`, read
+    from ``store``: None is the environment's).
     """
     offsets: list[int] = []
-    size = storage.getsize(path)
-    with storage.open_input(path) as f:
+    size = storage.getsize(path, store)
+    with storage.open_input(path, store=store) as f:
         pos = 0
         while pos < size:
             head = f.read(12)
@@ -90,10 +91,12 @@ def record_offsets(path: str) -> list[int]:
     return offsets
 
 
-def iter_records(path: str, check_crc: bool = True) -> Iterator[bytes]:
-    """Yield the payload of each record of a TFRecord file (a local path or a URI);
-    raise ValueError on corruption."""
-    with storage.open_input(path, seekable=False) as f:
+def iter_records(
+    path: str, check_crc: bool = True, store: storage.StoreLike = None
+) -> Iterator[bytes]:
+    """Yield the payload of each record of a TFRecord file (a local path or a URI, read
+    from ``store``: None is the environment's); raise ValueError on corruption."""
+    with storage.open_input(path, seekable=False, store=store) as f:
         while (data := read_record_at(f, check_crc=check_crc)) is not None:
             yield data
 

@@ -102,9 +102,9 @@ class _SafeUnpickler(pickle.Unpickler):
         )
 
 
-def _read_pickle(path: str | os.PathLike, trusted: bool):
+def _read_pickle(path: str | os.PathLike, trusted: bool, store: storage.StoreLike = None):
     if storage.is_store_uri(path):  # s3:// or gs:// (tristream.shards.storage)
-        with storage.open_input(os.fspath(path), seekable=False) as f:
+        with storage.open_input(os.fspath(path), seekable=False, store=store) as f:
             raw = f.read()
     else:
         raw = Path(path).read_bytes()
@@ -122,7 +122,9 @@ def _read_pickle(path: str | os.PathLike, trusted: bool):
         ) from e
 
 
-def load_skeletons(path: str | os.PathLike, trusted: bool = False) -> dict[str, SkeletonAnnotation]:
+def load_skeletons(
+    path: str | os.PathLike, trusted: bool = False, store: storage.StoreLike = None
+) -> dict[str, SkeletonAnnotation]:
     """Load an mmaction2 / PYSKL 2D skeleton pickle: video id -> :class:`SkeletonAnnotation`.
 
     Both layouts (a list of annotations, or ``{"split", "annotations"}``) are
@@ -132,9 +134,10 @@ def load_skeletons(path: str | os.PathLike, trusted: bool = False) -> dict[str, 
 
     Raises :class:`SkeletonFileError` (a ValueError) for a file that is not a
     pickle, an unknown layout, missing keys (named in the message), V != 17,
-    inconsistent shapes, or a duplicated video id.
+    inconsistent shapes, or a duplicated video id. An ``s3://`` / ``gs://`` ``path`` is
+    read from ``store`` (the run's; None: the environment's).
     """
-    obj = _read_pickle(path, trusted)
+    obj = _read_pickle(path, trusted, store)
     if isinstance(obj, Mapping):
         missing = [k for k in ("annotations",) if k not in obj]
         if missing:
@@ -166,7 +169,9 @@ def load_skeletons(path: str | os.PathLike, trusted: bool = False) -> dict[str, 
     return out
 
 
-def load_skeletons_3d(path: str | os.PathLike, trusted: bool = False) -> dict[str, np.ndarray]:
+def load_skeletons_3d(
+    path: str | os.PathLike, trusted: bool = False, store: storage.StoreLike = None
+) -> dict[str, np.ndarray]:
     """Load a 3D skeleton pickle of the same layouts (``keypoint`` float ``[M, T, 17, 3]``
     (x, y, z), e.g. metres, as ``tristream export-skeletons --3d`` writes it): video id ->
     float32 ``[M, T, 17, 3]``. The 2D file of the same videos gives the persons' scores
@@ -174,9 +179,9 @@ def load_skeletons_3d(path: str | os.PathLike, trusted: bool = False) -> dict[st
 
     Raises :class:`SkeletonFileError` for a file that is not a pickle, an unknown layout,
     a missing ``frame_dir`` / ``keypoint``, a shape other than ``[M, T, 17, 3]``, or a
-    duplicated video id.
+    duplicated video id. A URI is read from ``store`` (None: the environment's).
     """
-    obj = _read_pickle(path, trusted)
+    obj = _read_pickle(path, trusted, store)
     annotations = obj.get("annotations") if isinstance(obj, Mapping) else obj
     if not isinstance(annotations, list | tuple):
         raise SkeletonFileError(
