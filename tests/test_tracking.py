@@ -27,6 +27,8 @@ from tristream.transforms.tracking import (
     oks,
     propagate_points,
 )
+from tristream.transforms.tracking_ahead import PoseMemo
+from tristream.transforms.tracking_steps import Track, predict
 
 # A standing COCO-17 skeleton around its centre, (dx, dy) pixels.
 TEMPLATE = np.array(
@@ -222,7 +224,202 @@ def test_propagation_helpers_follow_a_flow_field():
     assert joints_box(joints) is None
 
 
+def test_oks_is_the_coco_formula_on_a_two_joint_example():
+    # COCO: OKS = sum_i exp(-d_i² / (2 s² k_i²)) / (number of joints counted), k_i = 2 sigma_i,
+    # s² = area; sigmas of the COCO keypoint paper: nose 0.026, left shoulder 0.079.
+    a, b = np.zeros((17, 3)), np.zeros((17, 3))
+    a[0], b[0] = (10, 10, 0.9), (13, 14, 0.8)  # nose: d² = 9 + 16 = 25
+    a[5], b[5] = (20, 30, 0.9), (21, 30, 0.7)  # left shoulder: d² = 1
+    a[9] = (50, 50, 0.9)  # left wrist scored in a only: not counted
+    # nose: 25 / (2 * 10000 * 0.052²) = 25 / 54.08 = 0.462278 -> exp(-.) = 0.629847
+    # shoulder: 1 / (2 * 10000 * 0.158²) = 1 / 499.28 = 0.002003 -> exp(-.) = 0.997999
+    assert oks(a, b, 10000.0) == pytest.approx((0.629847 + 0.997999) / 2, abs=1e-6)
+    assert oks(a, b, 10000.0) == pytest.approx(oks(b, a, 10000.0))
+
+
+def test_median_flow_shift_on_boxes_outside_partly_outside_and_inside_the_frame():
+    h, w = 40, 50
+    flow = np.zeros((h, w, 2), np.float32)
+    flow[...] = (1, 2)
+    # a box wholly left of (or above) the frame moves with the flow at the nearest pixel
+    np.testing.assert_array_equal(median_flow_shift(np.array([-20, 5, -10, 15, 0.9]), flow), [1, 2])
+    np.testing.assert_array_equal(median_flow_shift(np.array([5, -30, 15, -10.0]), flow), [1, 2])
+    # dx = 1 + 0.5 x, dy = 2 + 0.25 y: linear, so bilinear sampling is exact
+    ys, xs = np.mgrid[0:h, 0:w]
+    flow = np.stack([1 + 0.5 * xs, 2 + 0.25 * ys], -1).astype(np.float32)
+    # left of the frame, centre (-15, 10): nearest pixel (0, 10) -> (1, 2 + 2.5)
+    np.testing.assert_allclose(median_flow_shift(np.array([-20, 5, -10, 15.0]), flow), [1, 4.5])
+    # above the frame, centre (6, -20): nearest pixel (6, 0) -> (1 + 3, 2)
+    np.testing.assert_allclose(median_flow_shift(np.array([4, -30, 8, -10.0]), flow), [4, 2])
+    # partly above: columns 2-5, rows 0-5 -> medians 1 + 0.5 * 3.5 and 2 + 0.25 * 2.5
+    np.testing.assert_allclose(median_flow_shift(np.array([2, -4, 6, 6.0]), flow), [2.75, 2.625])
+    # inside: columns 2-5, rows 4-7 -> medians 1 + 0.5 * 3.5 and 2 + 0.25 * 5.5
+    np.testing.assert_allclose(median_flow_shift(np.array([2, 4, 6, 8.0]), flow), [2.75, 3.375])
+
+
+def test_predict_moves_tracks_by_the_flow_without_changing_its_input():
+    pose = np.concatenate([TEMPLATE + 50, np.full((17, 1), 0.9)], 1)
+    track = Track.of(7, pose, np.array([30.0, 10.0, 70.0, 90.0, 0.8]))
+    flow = np.zeros((120, 120, 2), np.float32)
+    flow[...] = (2, -1)
+    (moved,) = predict((track,), flow, pose_mode=True, max_age=3)
+    assert (moved.id, moved.age) == (7, 1)
+    np.testing.assert_array_equal(moved.joints[:, :2], TEMPLATE + (52, 49))
+    np.testing.assert_array_equal(moved.box, [32, 9, 72, 89, 0.8])
+    np.testing.assert_array_equal(track.joints, pose)  # the input track is unchanged...
+    assert not track.joints.flags.writeable and not moved.box.flags.writeable  # ...and can't be
+    assert predict((Track.of(1, pose, track.box, age=3),), flow, True, max_age=3) == ()
+
+
+def test_pose_memo_estimates_each_box_of_a_frame_once():
+    scene = crossing_scene()
+    calls = []
+
+    def estimate(frames, boxes):
+        calls.append([b.copy() for b in boxes])
+        return scene.estimate(frames, boxes)
+
+    memo = PoseMemo(estimate, scene.frames())
+    boxes5, boxes6 = (scene.detections_at(t).astype(np.float64) for t in (5, 6))
+    memo.prefetch({5: list(boxes5), 6: list(boxes6[:1])})  # one call for both frames
+    got = memo(6, boxes6)  # one box known, one new: a call for the new one only
+    assert len(calls) == 2 and memo.calls == 2
+    np.testing.assert_array_equal(calls[1][0], boxes6[1:].astype(np.float32))
+    for box, pose in zip(boxes6, got):  # the oracle: the estimator's pose for that box
+        np.testing.assert_array_equal(pose, scene.pose_for_box(6, box.astype(np.float32)))
+    memo(5, boxes5[::-1])
+    memo(6, boxes6)
+    assert len(calls) == 2  # all remembered, in any order
+
+
 # --------------------------------------------------------------------------- pose mode
+
+
+def _indexed_frames(num_frames: int, h: int, w: int) -> np.ndarray:
+    """Black frames whose pixel (0, 0) holds the frame index (as Scene.frames)."""
+    f = np.zeros((num_frames, h, w, 3), np.uint8)
+    f[:, 0, 0, 0] = np.arange(num_frames)
+    return f
+
+
+def _uniform_flow(num_frames: int, h: int, w: int, dx: float, dy: float) -> np.ndarray:
+    flow = np.zeros((num_frames - 1, h, w, 2), np.float32)
+    flow[...] = (dx, dy)
+    return flow
+
+
+def test_a_person_moving_with_a_uniform_flow_keeps_one_id_with_hand_known_rows():
+    num_frames, h, w = 12, 112, 192
+
+    def centre(t):
+        return np.array([40.0 + 3 * t, 56.0])  # 3 px right per frame, as the flow says
+
+    def pose(t):
+        return np.concatenate([TEMPLATE + centre(t), np.full((17, 1), 0.9)], 1)
+
+    def det(t):
+        return np.array([*(centre(t) - (15, 30)), *(centre(t) + (15, 30)), 0.8])
+
+    flow = _uniform_flow(num_frames, h, w, 3, 0)
+    dets = [det(t)[None] for t in range(num_frames)]
+    tracks = FlowTracker().process(None, flow, dets, [pose(t)[None] for t in range(num_frames)])
+    assert tracks.track_ids.tolist() == [0]
+    truth = np.stack([pose(t) for t in range(num_frames)])
+    np.testing.assert_array_equal(tracks.keypoints[0], truth.astype(np.float32))
+    np.testing.assert_array_equal(tracks.boxes[0], np.concatenate(dets).astype(np.float32))
+
+    # detector on even frames only: at odd frames the box is the flow box, the joints'
+    # box (28 x 56 px) enlarged by 15 %, around the person, with the last detection's score
+    def detect(frames):
+        return [det(int(f[0, 0, 0]))[None] for f in frames]
+
+    def estimate(frames, boxes):
+        return [np.repeat(pose(int(f[0, 0, 0]))[None], len(b), 0) for f, b in zip(frames, boxes)]
+
+    tracks = FlowTracker(detect, estimate, detect_every=2).process(
+        _indexed_frames(num_frames, h, w), flow
+    )
+    assert tracks.track_ids.tolist() == [0]
+    half = np.array([14, 28]) * 1.15
+    for t in range(num_frames):
+        box = det(t) if t % 2 == 0 else [*(centre(t) - half), *(centre(t) + half), 0.8]
+        np.testing.assert_allclose(tracks.boxes[0, t], box, atol=1e-4)
+        np.testing.assert_array_equal(tracks.keypoints[0, t], pose(t).astype(np.float32))
+
+
+def test_two_persons_crossing_keep_hand_known_ids():
+    scene = crossing_scene(box_noise=0.0, joint_noise=0.0, score_noise=0.0)
+    a, b = scene.persons
+    # detection order flips every frame; id 0 is A (listed first at frame 0), id 1 is B
+    dets = [scene.detections_at(t)[:: -1 if t % 2 else 1] for t in range(20)]
+    poses = [scene.poses_at(t, d) for t, d in enumerate(dets)]
+    tracks = FlowTracker().process(None, scene.flow(), dets, poses)
+    assert tracks.track_ids.tolist() == [0, 1]  # equal mean scores: by id
+    for m, person in enumerate((a, b)):
+        truth = np.stack([person.joints(t) for t in range(20)])
+        np.testing.assert_allclose(tracks.keypoints[m, :, :, :2], truth, atol=1e-4)
+
+
+def test_a_person_leaving_the_frame_ends_its_track():
+    num_frames, h, w = 16, 112, 192
+    gone = 7  # centre x = 40 - 6 t < 0 from frame 7 on: not detected, no pose found
+
+    def centre(t):
+        return np.array([40.0 - 6 * t, 56.0])
+
+    def detect(frames):
+        ts = [int(f[0, 0, 0]) for f in frames]
+        return [np.array([[*(centre(t) - (15, 30)), *(centre(t) + (15, 30)), 0.9]])
+                if t < gone else np.zeros((0, 5)) for t in ts]  # fmt: skip
+
+    def estimate(frames, boxes):
+        out = []
+        for f, b in zip(frames, boxes):
+            t = int(f[0, 0, 0])
+            score = 0.9 if t < gone else 0.05  # an empty crop gives a low-score pose
+            out.append(np.repeat(np.c_[TEMPLATE + centre(t), np.full(17, score)][None], len(b), 0))
+        return out
+
+    tracker = FlowTracker(detect, estimate, max_age=3)
+    tracks = tracker.process(
+        _indexed_frames(num_frames, h, w), _uniform_flow(num_frames, h, w, -6, 0)
+    )
+    assert tracks.track_ids.tolist() == [0]
+    present = tracks.keypoints[0, :, :, 2].max(-1) > 0
+    assert np.flatnonzero(present).tolist() == list(range(gone))
+    assert tracker.get_state()["tracks"] == [] and tracker.get_state()["next_id"] == 1
+
+
+def test_memoised_look_ahead_gives_the_frame_by_frame_tracks_in_fewer_calls():
+    """Property over random scenes (misses, shuffled detections, sparse detector runs,
+    two segments): the look-ahead's tracks are exactly those of estimating frame by frame,
+    with fewer estimator calls (counted around the estimator)."""
+    fewer = 0
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        scene = crossing_scene(seed=seed, shuffle=bool(seed % 2))
+        scene.missed = {(int(rng.integers(20)), int(rng.integers(2))) for _ in range(6)}
+        frames, flow = scene.frames(), scene.flow()
+        out, calls = {}, {}
+        for ahead in (True, False):
+            calls[ahead] = 0
+
+            def counted(f, b, ahead=ahead, calls=calls, scene=scene):
+                calls[ahead] += 1
+                return scene.estimate(f, b)
+
+            tracker = FlowTracker(scene.detect, counted, detect_every=1 + seed % 3,
+                                  pose_ahead=ahead)  # fmt: skip
+            out[ahead] = [tracker.process(frames[:9], flow[:8]),
+                          tracker.process(frames[8:], flow[8:], start_frame=8)]  # fmt: skip
+            assert tracker.pose_calls == calls[ahead]
+        for x, y in zip(out[True], out[False]):
+            np.testing.assert_array_equal(x.track_ids, y.track_ids)
+            np.testing.assert_array_equal(x.keypoints, y.keypoints)
+            np.testing.assert_array_equal(x.boxes, y.boxes)
+        assert calls[True] <= calls[False], (seed, calls)
+        fewer += calls[True] < calls[False]
+    assert fewer >= 4
 
 
 def test_crossing_people_keep_their_ids_with_exact_flow_and_noisy_callables():
@@ -452,6 +649,22 @@ def test_iou_mode_tracks_fast_crossing_boxes_with_flow():
     # control: without flow the boxes move too far between frames to be matched by IoU
     no_flow = FlowTracker(detector=scene.detect).process(scene.frames(), None)
     assert no_flow.num_persons > 2
+
+
+@pytest.mark.parametrize("velocity", [(-4.0, 0.0), (0.0, -4.0)])
+def test_iou_mode_carries_a_box_off_the_frame_at_the_speed_of_the_flow(velocity):
+    """Detected at frame 0 only, the box moves with a uniform flow; from frame 9 it has no
+    pixel left in the frame (its shift is the flow at the nearest pixel), and it goes on
+    at the same speed."""
+    num_frames, h, w = 14, 48, 64
+    box0 = np.array([10.0, 12.0, 30.0, 32.0, 0.9])
+    tracker = FlowTracker(lambda f: [box0[None]] * len(f), detect_every=100)
+    tracks = tracker.process(
+        _indexed_frames(num_frames, h, w), _uniform_flow(num_frames, h, w, *velocity)
+    )
+    expected = box0 + np.arange(num_frames)[:, None] * [*velocity, *velocity, 0]
+    assert tracks.track_ids.tolist() == [0]
+    np.testing.assert_array_equal(tracks.boxes[0], expected.astype(np.float32))
 
 
 # --------------------------------------------------------------------------- real flow
