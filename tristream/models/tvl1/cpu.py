@@ -533,6 +533,9 @@ def _solve_pairs(i0, i1, flow, init, sizes, params, scale_step):
 # --------------------------------------------------------------------------------------
 # Entry point
 
+#: Serialises :func:`solve` between Python threads. Process-wide on purpose: it guards
+#: numba's thread pool and thread count, of which a process has exactly one (not
+#: reentrant), whichever solver or feeder calls.
 _lock = threading.Lock()
 
 

@@ -5,11 +5,18 @@ INTER_CUBIC, zero border), the exact median filter (evaluating :mod:`.networks` 
 tensors) and one primal-dual iteration, batched over pairs on any device. The eager and
 compiled kernel paths are these functions; the Triton kernels follow them operation by
 operation. Units: grey levels on the 0..255 scale, flow in pixels.
+
+The functions are pure: they compute. What is worth remembering between calls (the
+resize taps per size and device, the median networks per size) is kept by an
+:class:`OpsCache`, which each torch kernel path object owns (``paths.EagerPath``: the
+solver owns the paths, and a worker's models own the solver) and passes in; called
+without one, a function computes the same values afresh. Nothing here is kept per process.
 """
 
 from __future__ import annotations
 
-import functools
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -29,20 +36,16 @@ FLT_EPSILON = float(torch.finfo(torch.float32).eps)
 # Resizing (OpenCV INTER_LINEAR geometry: pixel centres aligned, edges replicated)
 
 
-def _linear_taps(
-    n_in: int, n_out: int, scale: float, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+Taps = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def linear_taps(n_in: int, n_out: int, scale: float, device: torch.device | str) -> Taps:
     """Source indices and weights of a 1-D bilinear resize; ``scale`` = source px per output px.
 
-    Cached per size and device: a copy to a GPU would otherwise wait for its queue.
+    Returns (left index, right index, left weight, right weight), each [n_out], on
+    ``device``. Computed on the CPU and copied: :meth:`OpsCache.taps` remembers them (a
+    copy to a GPU would otherwise wait for its queue at every resize).
     """
-    return _linear_taps_cached(n_in, n_out, scale, str(device))
-
-
-@functools.lru_cache(maxsize=256)
-def _linear_taps_cached(
-    n_in: int, n_out: int, scale: float, device: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     pos = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).to(torch.float32)
     left = torch.floor(pos)
     frac = pos - left
@@ -63,26 +66,40 @@ def _linear_taps_cached(
 
 
 def _resize_linear(
-    x: torch.Tensor, out_h: int, out_w: int, scale_y: float, scale_x: float
+    x: torch.Tensor,
+    out_h: int,
+    out_w: int,
+    scale_y: float,
+    scale_x: float,
+    cache: OpsCache | None,
 ) -> torch.Tensor:
     """Bilinear resize of ``x`` [B, H, W] to [B, out_h, out_w]; scales are input/output px."""
     _, h, w = x.shape
-    i0, i1, w0, w1 = _linear_taps(w, out_w, scale_x, x.device)
+    taps = linear_taps if cache is None else cache.taps
+    i0, i1, w0, w1 = taps(w, out_w, scale_x, x.device)
     x = x.index_select(2, i0) * w0 + x.index_select(2, i1) * w1
-    i0, i1, w0, w1 = _linear_taps(h, out_h, scale_y, x.device)
+    i0, i1, w0, w1 = taps(h, out_h, scale_y, x.device)
     return x.index_select(1, i0) * w0[:, None] + x.index_select(1, i1) * w1[:, None]
 
 
-def downscale(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """Resize by ``factor`` with OpenCV's ``resize(src, dst, Size(), f, f)`` size and geometry."""
+def downscale(x: torch.Tensor, factor: float, cache: OpsCache | None = None) -> torch.Tensor:
+    """Resize by ``factor`` with OpenCV's ``resize(src, dst, Size(), f, f)`` size and geometry.
+
+    ``cache``: the caller's :class:`OpsCache` (the taps are computed afresh without one)."""
     _, h, w = x.shape
-    return _resize_linear(x, round(h * factor), round(w * factor), 1.0 / factor, 1.0 / factor)
+    return _resize_linear(
+        x, round(h * factor), round(w * factor), 1.0 / factor, 1.0 / factor, cache
+    )
 
 
-def resize_to(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
-    """Resize to an explicit size with OpenCV's ``resize(src, dst, dsize)`` geometry."""
+def resize_to(
+    x: torch.Tensor, out_h: int, out_w: int, cache: OpsCache | None = None
+) -> torch.Tensor:
+    """Resize to an explicit size with OpenCV's ``resize(src, dst, dsize)`` geometry.
+
+    ``cache``: the caller's :class:`OpsCache` (the taps are computed afresh without one)."""
     _, h, w = x.shape
-    return _resize_linear(x, out_h, out_w, 1.0 / (out_h / h), 1.0 / (out_w / w))
+    return _resize_linear(x, out_h, out_w, 1.0 / (out_h / h), 1.0 / (out_w / w), cache)
 
 
 # --------------------------------------------------------------------------------------
@@ -147,12 +164,9 @@ def warp_bicubic(src: torch.Tensor, u1: torch.Tensor, u2: torch.Tensor) -> torch
 # --------------------------------------------------------------------------------------
 # Median filter: a pruned min/max selection network, exact, edge replicated
 
+#: The 5 x 5 median's three networks: a constant of this module (built once at import, in
+#: ~0.1 ms, and never changed), not a cache.
 _MEDIAN5_PLAN = median5_plan()
-
-
-@functools.lru_cache(maxsize=16)
-def _median_plan(k: int) -> tuple[Program, Program]:
-    return median_plan(k)
 
 
 def _run(program: Program, inputs: dict[int, torch.Tensor]) -> list[torch.Tensor]:
@@ -183,28 +197,84 @@ def median5(u: torch.Tensor) -> torch.Tensor:
     return med
 
 
-def median_plan_for(k: int) -> tuple[Program, Program]:
-    """The (memoised) networks of a k x k median, k != 5; build it outside compiled code."""
-    return _median_plan(k)
-
-
 def median_filter(
     u: torch.Tensor, k: int, plan: tuple[Program, Program] | None = None
 ) -> torch.Tensor:
     """Exact k x k median of [B, H, W] with replicated edges (OpenCV medianBlur on float).
 
-    ``plan``: :func:`median_plan_for` ``(k)`` (looked up when ``None``; pass it in from
-    code that ``torch.compile`` traces)."""
+    ``plan``: the networks of a k x k median, k != 5 (``OpsCache.median_plan(k)``, or
+    ``networks.median_plan(k)``; built here when ``None``). Code that ``torch.compile``
+    traces passes it in, built outside the traced code."""
     if k == 5:
         return median5(u)
     _, h, w = u.shape
     r = k // 2
-    col_sort, select = _median_plan(k) if plan is None else plan
+    col_sort, select = median_plan(k) if plan is None else plan
     padded = _pad_replicate(u, r)
     ranks = used_ranks(select, k)
     sorted_cols = dict(zip(ranks, _run(col_sort, {i: padded[:, i : i + h] for i in range(k)})))
     inputs = {i: sorted_cols[i % k][:, :, i // k : i // k + w] for i in select.used_inputs}
     return _run(select, inputs)[0]
+
+
+# --------------------------------------------------------------------------------------
+# What a kernel path remembers between calls
+
+
+class OpsCache:
+    """The ops' derived constants, remembered by the object that owns this cache.
+
+    Each torch kernel path object makes one (``paths.EagerPath.ops_cache``) and passes it
+    to :func:`downscale`, :func:`resize_to` and :func:`median_filter`; the solver owns the
+    path objects, and a worker's models own the solver, so what is remembered lives and
+    dies with them. Values are exactly what the pure functions compute.
+
+    * :meth:`taps`: the resize taps per (input size, output size, scale, device); at most
+      ``max_taps`` of them, the least recently used forgotten first (a pyramid of one
+      frame size needs about 4 per level);
+    * :meth:`median_plan`: the median networks per window size.
+
+    Safe to share between threads.
+    """
+
+    def __init__(self, max_taps: int = 256) -> None:
+        if max_taps < 1:
+            raise ValueError(f"max_taps must be >= 1, got {max_taps}")
+        self.max_taps = max_taps
+        self._taps: OrderedDict[tuple[int, int, float, str], Taps] = OrderedDict()
+        self._plans: dict[int, tuple[Program, Program]] = {}
+        self._lock = threading.Lock()
+
+    def taps(self, n_in: int, n_out: int, scale: float, device: torch.device | str) -> Taps:
+        """:func:`linear_taps` of these arguments, computed once per key."""
+        key = (n_in, n_out, scale, str(device))
+        with self._lock:
+            found = self._taps.get(key)
+            if found is not None:
+                self._taps.move_to_end(key)
+                return found
+        taps = linear_taps(n_in, n_out, scale, key[3])
+        with self._lock:
+            self._taps[key] = taps
+            self._taps.move_to_end(key)
+            while len(self._taps) > self.max_taps:
+                self._taps.popitem(last=False)
+        return taps
+
+    def median_plan(self, k: int) -> tuple[Program, Program]:
+        """``networks.median_plan(k)``, built once per ``k`` (k != 5)."""
+        with self._lock:
+            found = self._plans.get(k)
+        if found is None:
+            found = median_plan(k)
+            with self._lock:
+                found = self._plans.setdefault(k, found)
+        return found
+
+    def __len__(self) -> int:
+        """Entries held (taps and plans)."""
+        with self._lock:
+            return len(self._taps) + len(self._plans)
 
 
 # --------------------------------------------------------------------------------------

@@ -59,6 +59,10 @@ def make_path(name: str, threads: int | None = None) -> KernelPath:
 class EagerPath:
     """The reference: plain torch ops. Skips the mask when every row is known to be live.
 
+    :attr:`ops_cache` (an :class:`~.ops.OpsCache`) remembers the resize taps and median
+    networks of this path object's solves: it belongs to the path, so to the solver that
+    made it.
+
     On the CPU a batch is solved :attr:`cpu_max_batch` pairs at a time when the caller
     gives no ``max_batch``: each eager op streams whole [B, H, W] tensors, and 2 pairs of
     256x340 (0.7 MiB a plane) stay in the caches where 64 pairs (22 MiB) are memory-bound
@@ -70,6 +74,7 @@ class EagerPath:
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads
+        self.ops_cache = ops.OpsCache()
 
     def unavailable(self, device: torch.device, params: TVL1Params) -> str | None:
         return None
@@ -89,7 +94,7 @@ class EagerPath:
         return ops.warp_bicubic(images, u1, u2)
 
     def median(self, u: torch.Tensor, k: int) -> torch.Tensor:
-        return ops.median_filter(u, k)
+        return ops.median_filter(u, k, None if k == 5 else self.ops_cache.median_plan(k))
 
     def iterate(
         self,
@@ -145,7 +150,7 @@ class CompiledPath(EagerPath):
         return self._call("warp", ops.warp_bicubic, images, u1, u2)  # type: ignore[return-value]
 
     def median(self, u: torch.Tensor, k: int) -> torch.Tensor:
-        plan = None if k == 5 else ops.median_plan_for(k)
+        plan = None if k == 5 else self.ops_cache.median_plan(k)
         return self._call(f"median{k}", ops.median_filter, u, k, plan)  # type: ignore[return-value]
 
     def iterate(

@@ -21,7 +21,10 @@ from tristream.models.tvl1.params import TVL1Params, level_sizes
 
 
 class TorchOps(Protocol):
-    """The three operations a torch kernel path supplies to the driver."""
+    """The three operations a torch kernel path supplies to the driver, and the path's
+    :class:`~.ops.OpsCache` (the driver's resizes remember their taps there)."""
+
+    ops_cache: ops.OpsCache
 
     def warp(self, images: torch.Tensor, u1: torch.Tensor, u2: torch.Tensor) -> torch.Tensor:
         """``images`` [B, C, H, W] sampled at (x + u1, y + u2), zero outside."""
@@ -174,11 +177,12 @@ def solve(
         assert initial_flow is not None
         init = initial_flow.to(device=i0.device, dtype=torch.float32)
         flows = [init[..., 0].contiguous(), init[..., 1].contiguous()]
+    cache = path.ops_cache
     for _ in range(1, len(level_sizes(*i0.shape[1:], params))):
-        levels0.append(ops.downscale(levels0[-1], params.scale_step))
-        levels1.append(ops.downscale(levels1[-1], params.scale_step))
+        levels0.append(ops.downscale(levels0[-1], params.scale_step, cache))
+        levels1.append(ops.downscale(levels1[-1], params.scale_step, cache))
         if params.use_initial_flow:
-            flows = [ops.downscale(f, params.scale_step) * params.scale_step for f in flows]
+            flows = [ops.downscale(f, params.scale_step, cache) * params.scale_step for f in flows]
     coarse = levels0[-1]
     if not params.use_initial_flow:
         flows = [torch.zeros_like(coarse), torch.zeros_like(coarse)]
@@ -190,7 +194,7 @@ def solve(
         if s == 0:
             break
         _, fh, fw = levels0[s - 1].shape
-        up = [ops.resize_to(f, fh, fw) for f in flows]
+        up = [ops.resize_to(f, fh, fw, cache) for f in flows]
         for c in range(2):  # the illumination variable u3 is not rescaled
             up[c] = up[c] * (1.0 / params.scale_step)
         flows = up

@@ -20,8 +20,19 @@ an add, so the flow agrees with the eager path to float32 rounding (amplified, a
 OpenCV builds, by the median filter), not bit for bit.
 
 Triton is an optional dependency (the ``triton`` extra). On the CPU the kernels run only
-under ``TRITON_INTERPRET=1`` (set before this module is first imported), Triton's numpy
-interpreter: a test mode, far slower than the eager path, never a speed path.
+under Triton's numpy interpreter: a test mode, far slower than the eager path, never a
+speed path.
+
+What must be set before import, and why: ``TRITON_INTERPRET=1`` (the interpreter) has to
+be in the environment before Triton is first imported in the process. ``@triton.jit``
+decides when it decorates a function whether that becomes a compiled ``JITFunction`` or
+an interpreted one, and decoration happens at import: Triton's own library functions
+(``triton.language``) when Triton is imported, this module's kernels when this module
+is. Changing the variable later does not change functions already decorated (Triton
+still reads it at a few other places, so the process would mix both modes): set it once,
+before the first import, and use a fresh process for the other mode. This module reads no
+environment itself: it asks its kernel objects what they are (:func:`interpreted`), at
+each launch for the block size and in :func:`unavailable` for whether the CPU can run them.
 """
 
 from __future__ import annotations
@@ -41,20 +52,33 @@ except ImportError:  # pragma: no cover - exercised where Triton is absent
     triton = None
     tl = None
 
-#: Whether the kernels were built for Triton's CPU interpreter (``TRITON_INTERPRET=1`` at
-#: import); Triton reads the variable when a kernel is decorated.
-INTERPRETED = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on")
+#: Pixels per program of the iteration and median kernels when compiled (GPU), and when
+#: interpreted (the interpreter pays per program and per operation, not per pixel: larger
+#: blocks there). :func:`block_size` picks one per kernel at launch.
+BLOCK_COMPILED = 256
+BLOCK_INTERPRETED = 4096
 
-#: Pixels per program of the iteration and median kernels (the interpreter pays per
-#: program and per operation, not per pixel: larger blocks there).
-BLOCK = 4096 if INTERPRETED else 256
+
+def interpreted(kernel: object = None) -> bool:
+    """Whether ``kernel`` (default: the iteration kernel) was built for Triton's CPU
+    interpreter, i.e. decorated while ``TRITON_INTERPRET=1`` (see the module docstring).
+    ``False`` without Triton."""
+    if triton is None:
+        return False
+    return not isinstance(_iteration_kernel if kernel is None else kernel, triton.JITFunction)
+
+
+def block_size(kernel: object) -> int:
+    """Pixels per program for launching ``kernel``: :data:`BLOCK_INTERPRETED` for an
+    interpreted kernel object, else :data:`BLOCK_COMPILED`."""
+    return BLOCK_INTERPRETED if interpreted(kernel) else BLOCK_COMPILED
 
 
 def unavailable(device: torch.device, params: TVL1Params) -> str | None:
     """Why the Triton kernels cannot solve with ``params`` on ``device``, or ``None``."""
     if triton is None:
         return "Triton is not installed (pip install 'tristream[triton]')"
-    if device.type == "cpu" and not INTERPRETED:
+    if device.type == "cpu" and not interpreted():
         return (
             "Triton kernels run on CUDA, or on the CPU only under TRITON_INTERPRET=1 (a test mode)"
         )
@@ -471,6 +495,9 @@ if triton is not None:
 
     _MEDIAN_KERNELS = {3: _median3_kernel, 5: _median5_kernel}
 
+#: Whether this module's kernels were built for the interpreter: :func:`interpreted`, fixed
+#: when the module was imported (the kernel objects cannot change kind afterwards).
+INTERPRETED = interpreted()
 
 #: Median sizes with a fused kernel (the generated blocks above).
 MEDIAN_SIZES = (3, 5)
@@ -515,7 +542,7 @@ def _aot_signatures() -> dict[str, tuple[object, dict[str, str], dict[str, int]]
     it.update({"H": "i32", "W": "i32", "n_blocks": "i32"})
     it.update({"l_t": "fp32", "theta": "fp32", "taut": "fp32", "BLOCK": "constexpr"})
     med = {"src_ptr": f32, "dst_ptr": f32, "H": "i32", "W": "i32", "BLOCK": "constexpr"}
-    block = {"BLOCK": 256}
+    block = {"BLOCK": BLOCK_COMPILED}
     return {
         "iteration": (_iteration_kernel, it, block),
         "median3": (_median3_kernel, dict(med), block),
@@ -539,7 +566,7 @@ def aot_resources(archs: tuple[int, ...] = AOT_ARCHS) -> dict[str, dict[str, int
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    if INTERPRETED:
+    if interpreted():
         raise RuntimeError("aot_resources needs Triton imported without TRITON_INTERPRET")
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     out: dict[str, dict[str, int]] = {}
@@ -577,8 +604,8 @@ def _regenerate(path: str) -> None:
         f.write(text)
 
 
-def _grid(b: int, h: int, w: int) -> tuple[int, int]:
-    return (triton.cdiv(h * w, BLOCK), b)
+def _grid(b: int, h: int, w: int, block: int) -> tuple[int, int]:
+    return (triton.cdiv(h * w, block), b)
 
 
 def iteration(
@@ -604,11 +631,12 @@ def iteration(
         (new state, new live): live[b] stays true while pair b's update sum exceeds eps.
     """
     b, h, w = state[0].shape
-    grid = _grid(b, h, w)
+    block = block_size(_iteration_kernel)
+    grid = _grid(b, h, w, block)
     out = [torch.empty_like(t) for t in state]
     err = torch.empty((b, grid[0]), dtype=torch.float32, device=state[0].device)
     _iteration_kernel[grid](*state, *consts, live, *out, err, h, w, grid[0], l_t, theta, taut,
-                            BLOCK=BLOCK)  # fmt: skip
+                            BLOCK=block)  # fmt: skip
     return out, live & (err.sum(dim=1) > eps)
 
 
@@ -617,7 +645,9 @@ def median(u: torch.Tensor, k: int) -> torch.Tensor:
     edges replicated (OpenCV medianBlur); same shape."""
     b, h, w = u.shape
     out = torch.empty_like(u)
-    _MEDIAN_KERNELS[k][_grid(b, h, w)](u, out, h, w, BLOCK=BLOCK)
+    kernel = _MEDIAN_KERNELS[k]
+    block = block_size(kernel)
+    kernel[_grid(b, h, w, block)](u, out, h, w, BLOCK=block)
     return out
 
 
