@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from tristream.config import RunConfig, flow_choices
+from tristream.pipeline.cache import config_hash
 from tristream.pipeline.inputs import list_videos
 from tristream.pipeline.run import run
 from tristream.pipeline.sinks import shard_rows, write_shard
@@ -119,7 +120,7 @@ class Round:
 
 def make_config(args: argparse.Namespace, flow: str, output: str, manifest: str) -> RunConfig:
     """The RunConfig that both the stage loop and the pipeline run use."""
-    return RunConfig(
+    return RunConfig.from_options(
         output=output,
         manifest=manifest,
         format=args.format,
@@ -161,13 +162,13 @@ def measure_stages(
     :class:`~tristream.process.Stats`.
     """
     schema = arrow_schema(config.modalities)
-    models = Models(config)
+    models = Models(config, config_hash(config))
     r.load_stages = os.getloadavg()[0]
     outcomes = []
     for task in tasks_for(videos, seconds):
         stats = Stats()
         with r.pipeline_stages:
-            outcome = stage_video(task, config, models, os.path.join(config.output, "cache"),
+            outcome = stage_video(task, config, models, os.path.join(config.output.path, "cache"),
                                   schema, stats)  # fmt: skip
         if not outcome.ok:
             raise RuntimeError(f"{task.video_id} failed: {outcome.failure}")
@@ -176,9 +177,9 @@ def measure_stages(
         r.pairs += stats.pairs
         for stage, secs in stats.seconds.items():
             r.stages[stage] = r.stages.get(stage, 0.0) + secs
-    folder = os.path.join(config.output, "shards")
+    folder = os.path.join(config.output.path, "shards")
     with r.shard_write:
-        write_shard(config, schema, folder, config.split, 0, 1, shard_rows(outcomes),
+        write_shard(config, schema, folder, config.source.split, 0, 1, shard_rows(outcomes),
                     outcomes)  # fmt: skip
 
 
@@ -187,8 +188,10 @@ def warm_up(config: RunConfig, videos: list[tuple[str, str]]) -> None:
 
     (Library loading, OpenCV/torch initialisation, the ffmpeg binary in the page cache.)
     """
-    stage_video(tasks_for(videos[:1], 2 / FPS)[0], config, Models(config),
-                os.path.join(config.output, "cache"), arrow_schema(config.modalities))  # fmt: skip
+    models = Models(config, config_hash(config))
+    cache_root = os.path.join(config.output.path, "cache")
+    stage_video(tasks_for(videos[:1], 2 / FPS)[0], config, models, cache_root,
+                arrow_schema(config.modalities))  # fmt: skip
 
 
 def in_thread(fn: Callable[..., Any], *args: Any) -> None:

@@ -53,8 +53,15 @@ def out(tmp_path_factory, bikes) -> str:
         writer.writerow(["path", "id", "start", "end"])
         writer.writerow([bikes, "bikes", "0", "1"])
     out = str(root / "out")
-    config = RunConfig(output=out, manifest=str(manifest), format="both", short_side=SHORT,
-                       max_frames=MAX_FRAMES, flow="opencv", workers=1)  # fmt: skip
+    config = RunConfig.from_options(
+        output=out,
+        manifest=str(manifest),
+        format="both",
+        short_side=SHORT,
+        max_frames=MAX_FRAMES,
+        flow="opencv",
+        workers=1,
+    )
     run(config, [])
     return out
 

@@ -128,7 +128,7 @@ def test_a_model_without_3d_output_is_a_clear_error(tmp_path, data_dir: Path) ->
     lite = OnnxPoseModel(data_dir / "models" / "blazepose_lite.onnx", device="cpu")
     assert lite.has_3d
     with pytest.raises(ValueError, match="--keypoints3d needs a pose model"):
-        RunConfig(output=str(tmp_path / "o"), input=str(tmp_path), keypoints3d=True)
+        RunConfig.from_options(output=str(tmp_path / "o"), input=str(tmp_path), keypoints3d=True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -267,4 +267,6 @@ def test_2d_and_3d_skeleton_files_import_back_to_the_same_rows(run_3d: Path, tmp
             np.testing.assert_allclose(a["keypoints"][m], b["keypoints"][m], atol=1e-3)
             np.testing.assert_array_equal(a["keypoints3d"][m], b["keypoints3d"][m])
     with pytest.raises(ValueError, match="--skeletons3d needs --skeletons"):
-        RunConfig(output=str(tmp_path / "o"), input=str(tmp_path), skeletons3d=str(three))
+        RunConfig.from_options(
+            output=str(tmp_path / "o"), input=str(tmp_path), skeletons3d=str(three)
+        )

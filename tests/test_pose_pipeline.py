@@ -54,8 +54,15 @@ def skeleton_run(tmp_path_factory, carphone):
     save_skeletons(str(d / "skel.pkl"), [to_annotation("phone", kps, (144, 176), label=3)])
     manifest = _manifest(d / "m.csv", [[carphone, "phone", "talk", 0, 1]])
     out = d / "out"
-    config = RunConfig(output=str(out), manifest=manifest, short_side=SHORT, max_frames=10,
-                       flow="none", skeletons=str(d / "skel.pkl"), format="both")  # fmt: skip
+    config = RunConfig.from_options(
+        output=str(out),
+        manifest=manifest,
+        short_side=SHORT,
+        max_frames=10,
+        flow="none",
+        skeletons=str(d / "skel.pkl"),
+        format="both",
+    )
     result = run(config)
     return out, kps, result
 

@@ -3,297 +3,167 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
 import logging
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+import typing
 
 from tristream import __version__
 
 
-class _Choices:
-    """argparse ``choices`` read from a registry only when needed (a registry may import
-    torch; ``tristream inspect`` should not pay for that)."""
-
-    def __init__(self, names: Callable[[], tuple[str, ...]]):
-        self._names = names
-
-    def __contains__(self, value: object) -> bool:
-        return value in self._names()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names())
+def _option_help(opt, default) -> str:
+    """An option's help (:meth:`~tristream.config.Option.text`) with the field's default."""
+    text = opt.text()
+    if not (default is None or default is False or default == () or default == ""):
+        text += f" (default: {default})"
+    return text.replace("%", "%%")  # argparse formats help with %
 
 
-def _flow_choices() -> tuple[str, ...]:
-    from tristream.config import flow_choices
+def add_config_options(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Add one flag per option field of :class:`~tristream.config.RunConfig` to ``parser``,
+    made from the field's metadata (spelling, help, type) with no default of its own: an
+    absent flag keeps the field's default. Returns ``{dest: option name}``."""
+    from tristream.config import GROUPS, options_of
 
-    return flow_choices()
-
-
-def _flow_kernels() -> tuple[str, ...]:
-    from tristream.models.tvl1 import KERNEL_CHOICES
-
-    return KERNEL_CHOICES
-
-
-def _pose_formats() -> tuple[str, ...]:
-    from tristream.models.zoo import POSE_FORMATS
-
-    return POSE_FORMATS
-
-
-def _pose_precisions() -> tuple[str, ...]:
-    from tristream.models.zoo import POSE_PRECISIONS
-
-    return POSE_PRECISIONS
-
-
-def _pose_decoders() -> tuple[str, ...]:
-    from tristream.transforms.pose import DECODERS
-
-    return DECODERS
-
-
-def _flow_param(text: str) -> tuple[str, float]:
-    name, _, value = text.partition("=")
-    if not value:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    number = float(value)
-    return name.strip(), int(number) if number.is_integer() and "." not in value else number
+    sections: dict[str, argparse._ArgumentGroup] = {}
+    titles = {
+        "input": "input (one of --input / --manifest, or both)",
+        "persons": "persons (keypoints, boxes, tracks) and pose frames",
+        "output": "output", "run": "run", "processing": "processing",
+    }  # fmt: skip
+    dests: dict[str, str] = {}
+    for cls in GROUPS.values():
+        for f, opt, kind in options_of(cls):
+            if opt.group not in sections:
+                sections[opt.group] = parser.add_argument_group(titles.get(opt.group, opt.group))
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            kw: dict = {"help": _option_help(opt, default), "default": argparse.SUPPRESS}
+            base = next((t for t in typing.get_args(kind) or (kind,) if t is not type(None)), str)
+            if base is bool:
+                kw["action"] = "store_true" if not default else argparse.BooleanOptionalAction
+            elif opt.repeat:
+                kw.update(action="append", type=_parser(opt.parse, opt.flag), metavar=opt.metavar)
+            else:
+                kw["type"] = _parser(opt.parse or (base if base in (int, float) else str), opt.flag)
+                kw["metavar"] = _metavar(opt, base)
+            sections[opt.group].add_argument(opt.flag, dest=opt.name, **kw)
+            dests[opt.name] = opt.name
+    return dests
 
 
-def _run_parser(sub) -> None:
+def options_table() -> str:
+    """The ``tristream run`` options as a Markdown table (flag, default, meaning), made from
+    the config's fields like the parser; the README holds it between its ``options`` markers
+    (``python scripts/options_table.py`` rewrites it)."""
+    from tristream.config import GROUPS, options_of
+
+    lines = ["| flag | default | meaning |", "| --- | --- | --- |"]
+    for cls in GROUPS.values():
+        for f, opt, kind in options_of(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            base = next((t for t in typing.get_args(kind) or (kind,) if t is not type(None)), str)
+            if base is bool:
+                shown = "on" if default else "off"
+            elif default == "":
+                shown = "required"
+            elif default is None or default == ():
+                shown = ""
+            else:
+                shown = f"`{default}`"
+            flag = f"`{opt.flag}`" if base is bool else f"`{opt.flag} {_metavar(opt, base)}`"
+            lines.append(f"| {flag} | {shown} | {opt.text().replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _metavar(opt, base: type) -> str:
+    """The placeholder of an option's value: its own, else N (int), X (float), VALUE."""
+    return opt.metavar or {int: "N", float: "X"}.get(base, "VALUE")
+
+
+def _parser(parse, flag: str):
+    """An argparse ``type`` that turns a ValueError into argparse's one-line error."""
+
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+    convert.__name__ = flag
+    return convert
+
+
+def _run_parser(sub, full: bool) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run",
         help="decode videos, compute flow and write shards",
         description="Decode videos, compute TV-L1 flow and write Parquet/TFRecord shards. "
-        "Unknown --flags are passed to Apache Beam (e.g. --runner, --direct_running_mode).",
+        "Apache Beam pipeline options (--runner, --direct_running_mode, --s3_endpoint_url, "
+        "...) are passed to Beam; any other unknown flag is an error.",
     )
-    src = p.add_argument_group("input (one of --input / --manifest, or both)")
-    src.add_argument(
-        "--input",
-        help="folder of videos (recursive) or a glob; with --manifest, "
-        "the folder that relative manifest paths start from",
-    )
-    src.add_argument(
-        "--manifest",
-        help="CSV or JSONL with path[,id,label,label_index,split,start,"
-        "end], or a Kinetics CSV (label,youtube_id,time_start,time_end,split)",
-    )
-    src.add_argument(
-        "--path-template",
-        default=None,
-        help="file name of a Kinetics row (default "
-        "'{youtube_id}_{time_start:06d}_{time_end:06d}.mp4')",
-    )
-    p.add_argument("--output", required=True, help="output folder (shards/, manifest.json, ...)")
-    p.add_argument("--format", default="parquet", choices=_Choices(lambda: _registry("FORMATS")))
-    p.add_argument("--fps", type=float, default=25.0, help="frame rate; 0 keeps the source rate")
-    p.add_argument(
-        "--short-side",
-        type=int,
-        default=256,
-        help="resize so the short side has this many pixels; 0 keeps the size",
-    )
-    p.add_argument("--max-frames", type=int, default=300, help="frames per segment (row)")
-    p.add_argument(
-        "--flow",
-        default="tvl1",
-        choices=_Choices(_flow_choices),
-        help="tvl1: tristream's exact TV-L1 (fused CPU kernels, Triton on CUDA); "
-        "opencv: OpenCV contrib's DualTVL1 (the reference); none",
-    )
-    p.add_argument(
-        "--flow-encoding", default="jpeg", choices=_Choices(lambda: _registry("FLOW_ENCODINGS"))
-    )
-    p.add_argument(
-        "--flow-param",
-        action="append",
-        type=_flow_param,
-        default=[],
-        metavar="NAME=VALUE",
-        help="TV-L1 parameter, repeatable (tau, lambda_, theta, nscales, warps, "
-        "epsilon, inner_iterations, outer_iterations, scale_step, gamma, "
-        "median_filtering)",
-    )
-    p.add_argument(
-        "--device",
-        default="auto",
-        help="device of the tvl1 flow and the models: auto, cpu, cuda[:N]",
-    )
-    p.add_argument(
-        "--flow-batch-size",
-        type=int,
-        default=0,
-        help="frame pairs per tvl1 solver call, gathered from all videos of a worker process; "
-        "0: what fills the free GPU memory on CUDA, 16 on the CPU",
-    )
-    p.add_argument(
-        "--flow-kernel",
-        default="auto",
-        choices=_Choices(_flow_kernels),
-        help="tvl1 kernel path: auto (fused on the CPU, triton on CUDA), fused (numba CPU "
-        "kernels), triton, eager (torch ops) or compiled (torch.compile); a path that cannot "
-        "run falls back to eager with a warning, counted in manifest.json's metrics",
-    )
-    p.add_argument("--jpeg-quality", type=int, default=95)
-    p.add_argument("--workers", type=int, default=0, help="local worker threads (0: all cores)")
-    p.add_argument(
-        "--num-shards", type=int, default=0, help="shards per split (0: one per 100 videos)"
-    )
-    p.add_argument("--split", default="train", help="split of videos whose manifest has none")
-    p.add_argument(
-        "--timeout", type=float, default=0.0, help="seconds allowed per video decode (0: no limit)"
-    )
-    p.add_argument(
-        "--fail-on-error", action="store_true", help="exit with status 1 if any video failed"
-    )
-    pose = p.add_argument_group("persons (keypoints, boxes, tracks) and pose frames")
-    pose.add_argument(
-        "--persons",
-        action="store_true",
-        help="detect, pose and track persons with the packaged models (YOLOX-nano, "
-        "BlazePose lite) unless --detector / --pose-model name others",
-    )
-    pose.add_argument(
-        "--detector",
-        help="person detector: YOLOX ONNX model or TorchScript file (alone, without "
-        "--persons or --pose-model: boxes and tracks only)",
-    )
-    pose.add_argument(
-        "--pose-model",
-        help="top-down pose model: ONNX (BlazePose, heatmap or SimCC outputs), PoseResNet "
-        "checkpoint (official or mmpose layout) or TorchScript heatmap model; 'none': "
-        "boxes and tracks only",
-    )
-    pose.add_argument(
-        "--pose-format",
-        default="auto",
-        choices=_Choices(_pose_formats),
-        help="output family of an ONNX pose model (auto: recognised from its outputs)",
-    )
-    pose.add_argument(
-        "--pose-precision",
-        default="fp32",
-        choices=_Choices(_pose_precisions),
-        help="autocast precision of a torch pose model on CUDA",
-    )
-    pose.add_argument(
-        "--pose-decoder", default="dark", choices=_Choices(_pose_decoders), help="heatmap decoder"
-    )
-    pose.add_argument(
-        "--flip-test", action="store_true", help="average with the flipped crop (heatmap models)"
-    )
-    pose.add_argument(
-        "--skeletons",
-        help="import 2D skeletons from an mmaction2/pyskl pickle instead of running models",
-    )
-    pose.add_argument(
-        "--skeletons3d",
-        help="with --skeletons: the same videos' 3D skeletons (keypoint [M, T, 17, 3], as "
-        "export-skeletons --3d writes them), stored as keypoints3d",
-    )
-    pose.add_argument("--max-persons", type=int, default=5, help="tracks kept per row")
-    pose.add_argument(
-        "--keypoints3d",
-        action="store_true",
-        help="also store each person's COCO-17 joints in 3D (metres, root-relative) from a "
-        "pose model with 3D output (BlazePose's world landmarks, as --persons packages)",
-    )
-    pose.add_argument("--det-threshold", type=float, default=0.3, help="detector score threshold")
-    pose.add_argument("--det-nms", type=float, default=0.45, help="detector NMS IoU threshold")
-    pose.add_argument(
-        "--render",
-        default="bars,fine,ratio,rgb",
-        help="pose frame style, comma-separated: one of each of "
-        + "; ".join("|".join(options) for options in _render_options())
-        + " (see docs/rendering.md), or none",
-    )
-    p.add_argument("-v", "--verbose", action="store_true")
+    if full:  # the option registries import torch: only for `run`
+        add_config_options(p)
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress and Beam's log")
+    return p
 
 
-def _registry(name: str) -> tuple[str, ...]:
-    """A name list owned by the config or the shard codec (FORMATS, FLOW_ENCODINGS)."""
-    if name == "FLOW_ENCODINGS":
-        from tristream.shards.codec import FLOW_ENCODINGS
+def beam_flags_error(args: list[str], known: list[str]) -> str | None:
+    """Check the arguments left over by tristream's parser against Beam's own pipeline
+    option classes; None when Beam knows them all, else one line naming the first unknown
+    flag with the closest tristream or Beam flag. ``known``: tristream's flags."""
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
-        return FLOW_ENCODINGS
-    from tristream import config
+    if any(a.startswith("--dask") for a in args):
+        try:  # registers DaskOptions with Beam's option classes
+            import apache_beam.runners.dask.dask_runner  # noqa: F401
+        except ImportError:
+            pass
 
-    return getattr(config, name)
+    class Parser(_BeamArgumentParser):
+        def error(self, message: str):  # a bad value of a Beam flag: one line, not Beam's usage
+            raise ValueError(message)
 
-
-def _render_options() -> list[tuple[str, ...]]:
-    from tristream.transforms.render import RENDER_OPTIONS
-
-    return list(RENDER_OPTIONS.values())
-
-
-def person_models(args: argparse.Namespace) -> tuple[str | None, str | None]:
-    """``(detector, pose_model)`` paths from ``--persons``, ``--detector`` and ``--pose-model``.
-
-    ``--persons``, or a ``--pose-model`` without a ``--detector``, fills in the packaged
-    defaults (:mod:`tristream.models.zoo`); ``--pose-model none`` keeps boxes and tracks
-    only; ``--detector`` alone is boxes and tracks only, as it always was.
-    """
-    detector, pose_model = args.detector, args.pose_model
-    no_pose = pose_model is not None and pose_model.lower() == "none"
-    if no_pose:
-        pose_model = None
-    if args.persons or pose_model:
-        from tristream.models.zoo import DEFAULT_DETECTOR, DEFAULT_POSE_MODEL
-
-        detector = detector or str(DEFAULT_DETECTOR)
-        if args.persons and not no_pose:
-            pose_model = pose_model or str(DEFAULT_POSE_MODEL)
-    return detector, pose_model
+    parser = Parser(allow_abbrev=False, add_help=False)
+    seen: set[type] = set()
+    stack = list(PipelineOptions.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        stack.extend(cls.__subclasses__())
+        try:
+            cls._add_argparse_args(parser)
+        except argparse.ArgumentError:  # an option two classes both declare
+            pass
+    try:
+        _, unknown = parser.parse_known_args(args)
+    except ValueError as exc:
+        return f"Apache Beam option: {exc}"
+    if not unknown:
+        return None
+    bad = next((a for a in unknown if a.startswith("-")), unknown[0])
+    name = bad.split("=", 1)[0]
+    beam = [o for a in parser._actions for o in a.option_strings]
+    close = difflib.get_close_matches(name.replace("_", "-"), known, n=1, cutoff=0.7)
+    close = close or difflib.get_close_matches(name, beam, n=1, cutoff=0.7)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    if not name.startswith("-"):
+        return f"unexpected argument {bad!r}"
+    return f"unknown flag {name} (neither a tristream nor an Apache Beam option){hint}"
 
 
 def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from tristream.config import RunConfig
     from tristream.pipeline.run import run
 
-    if args.skeletons and (args.persons or args.pose_model):
-        raise ValueError("give --skeletons (imported keypoints) or --persons / --pose-model")
-    detector, pose_model = person_models(args)
-    config = RunConfig(
-        output=args.output,
-        input=args.input,
-        manifest=args.manifest,
-        path_template=args.path_template,
-        format=args.format,
-        fps=args.fps,
-        short_side=args.short_side,
-        max_frames=args.max_frames,
-        flow=args.flow,
-        flow_encoding=args.flow_encoding,
-        flow_params=dict(args.flow_param),
-        device=args.device,
-        flow_batch_size=args.flow_batch_size,
-        flow_kernel=args.flow_kernel,
-        jpeg_quality=args.jpeg_quality,
-        workers=args.workers,
-        num_shards=args.num_shards,
-        split=args.split,
-        timeout=args.timeout,
-        fail_on_error=args.fail_on_error,
-        detector=detector,
-        pose_model=pose_model,
-        pose_decoder=args.pose_decoder,
-        pose_format=args.pose_format,
-        pose_precision=args.pose_precision,
-        flip_test=args.flip_test,
-        skeletons=args.skeletons,
-        skeletons3d=args.skeletons3d,
-        max_persons=args.max_persons,
-        keypoints3d=args.keypoints3d,
-        det_threshold=args.det_threshold,
-        det_nms=args.det_nms,
-        render=args.render,
-    )
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "verbose")}
+    config = RunConfig.from_options(**options)
     result = run(config, beam_args)
-    print(summary(result.manifest, result.failures, args.output))
+    print(summary(result.manifest, result.failures, config.output.path,
+                  limit=config.run.failures_shown))  # fmt: skip
     if result.lost:
         print(
             f"tristream: error: {result.lost} video(s) were neither written nor reported "
@@ -301,11 +171,12 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
             file=sys.stderr,
         )
         return 1
-    return 1 if (result.failures and config.fail_on_error) else 0
+    return 1 if (result.failures and config.run.fail_on_error) else 0
 
 
-def summary(manifest: dict, failures: list[dict], output: str) -> str:
-    """A few human lines about a finished run (what ``run`` and ``inspect`` print)."""
+def summary(manifest: dict, failures: list[dict], output: str, limit: int = 20) -> str:
+    """A few human lines about a finished run (what ``run`` and ``inspect`` print): totals,
+    shard files, counters and the first ``limit`` failures (then how many more there are)."""
     t = manifest["totals"]
     lost = f" ({t['videos_lost']} lost)" if t.get("videos_lost") else ""
     lines = [
@@ -322,8 +193,10 @@ def summary(manifest: dict, failures: list[dict], output: str) -> str:
             )
     if manifest.get("metrics"):
         lines.append("counters: " + ", ".join(f"{k} {v}" for k, v in manifest["metrics"].items()))
-    for f in failures:
+    for f in failures[:limit]:
         lines.append(f"  FAILED {f['video_id']} at {f['stage']}: {f['error']}")
+    if len(failures) > limit:
+        lines.append(f"  ... {len(failures) - limit} more in {output}/failures.jsonl")
     return "\n".join(lines)
 
 
@@ -348,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tristream", description=__doc__)
     parser.add_argument("--version", action="version", version=f"tristream {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    _run_parser(sub)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    run_parser = _run_parser(sub, full=command == "run")
     ins = sub.add_parser("inspect", help="summarise an output folder, or draw a contact sheet")
     ins.add_argument("output", help="a run's output folder")
     ins.add_argument("--png", help="write a contact sheet (RGB, flow, pose, tracks) to this PNG")
@@ -375,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if args.command != "run" and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "run" and rest:
+        flags = [o for a in run_parser._actions for o in a.option_strings]
+        problem = beam_flags_error(rest, flags)
+        if problem:
+            run_parser.error(problem)  # exit status 2, before any work
     logging.basicConfig(
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -385,19 +265,33 @@ def main(argv: list[str] | None = None) -> int:
     verbose = getattr(args, "verbose", False)
     logging.getLogger("apache_beam").setLevel(logging.WARNING if verbose else logging.CRITICAL)
     for handler in logging.getLogger().handlers:
-        handler.addFilter(lambda r: not str(r.msg).startswith("apitools not found"))
+        if _quiet_apitools not in handler.filters:  # once, however often main() runs
+            handler.addFilter(_quiet_apitools)
+    from tristream.pipeline.interrupt import EXIT_INTERRUPTED, RunInterrupted
+
     try:
         if args.command == "run":
             return cmd_run(args, rest)
         if args.command == "export-skeletons":
             return cmd_export(args)
         return cmd_inspect(args)
+    except RunInterrupted as exc:  # the first Ctrl-C / SIGTERM: stopped cleanly
+        print(f"tristream: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # before the run's own handling began
+        print("tristream: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (ValueError, FileNotFoundError) as exc:  # the command line or its inputs
         _report(exc, getattr(args, "verbose", False))
         return 2
     except (OSError, RuntimeError) as exc:  # a fault of the run: disk full, not writable
         _report(exc, getattr(args, "verbose", False))
         return 1
+
+
+def _quiet_apitools(record: logging.LogRecord) -> bool:
+    """A log filter: drop Beam's "apitools not found" warning (a local run needs no GCP)."""
+    return not str(record.msg).startswith("apitools not found")
 
 
 def _report(exc: BaseException, verbose: bool) -> None:

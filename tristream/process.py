@@ -15,7 +15,9 @@ stage and the segment, so the caller can account for every video.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,11 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from tristream import __version__
 from tristream.config import RunConfig
 from tristream.models.common import resolve_device
 from tristream.shards.row import encode_row
+from tristream.shards.schema import SCHEMA_VERSION
 from tristream.transforms.decode import decode_segments, probe
-from tristream.transforms.flow import compute_flow, tvl1_params
+from tristream.transforms.flow import compute_flow
 from tristream.transforms.render import render_segment
 from tristream.transforms.skeletons import (
     load_skeletons,
@@ -121,70 +125,106 @@ class Models:
     several threads; per-video state is never kept here.
     """
 
-    def __init__(self, config: RunConfig):
+    def __init__(self, config: RunConfig, config_hash: str):
         self.config = config
-        self.meta = config.meta_json()
-        self.flow_params: dict[str, Any] = dict(config.flow_params)
-        device = resolve_device(config.device)
+        #: :func:`tristream.pipeline.cache.config_hash` of ``config`` (the cache's first key).
+        self.config_hash = config_hash
+        self.meta = row_meta(config, config_hash)
+        self.flow_params: dict[str, Any] = dict(config.flow.params)
+        device = resolve_device(config.run.device)
+        p = config.persons
         #: torch runs on this process's CPUs (callers then share the cores among threads).
-        self.torch_on_cpu = device == "cpu" and bool(config.pose_model)
-        if config.flow == "tvl1":
+        self.torch_on_cpu = device == "cpu" and bool(p.pose_model)
+        if config.flow.backend == "tvl1":
             # One feeder per worker process: the pairs of all its threads go through one
             # solver (parallel over pairs on the CPU, large batches on a GPU).
             from tristream.models.tvl1 import FlowFeeder, TVL1Params, TVL1Solver
 
-            solver = TVL1Solver(TVL1Params(**tvl1_params(**config.flow_params)), config.flow_kernel)
-            self.flow_params = {"feeder": FlowFeeder(solver, device, config.flow_batch_size)}
+            solver = TVL1Solver(TVL1Params(**config.flow.tvl1()), config.flow.kernel)
+            self.flow_params = {"feeder": FlowFeeder(solver, device, config.flow.batch_size)}
         self.skeletons = None
         self.detector = self.estimator = None
         self.skeletons3d = None
-        if config.skeletons:
-            self.skeletons = load_skeletons(config.skeletons)
-        if config.skeletons3d:
-            self.skeletons3d = load_skeletons_3d(config.skeletons3d)
-        if config.detector:
+        if p.skeletons:
+            self.skeletons = load_skeletons(p.skeletons, store=config.run.store)
+        if p.skeletons3d:
+            self.skeletons3d = load_skeletons_3d(p.skeletons3d, store=config.run.store)
+        if p.detector:
             from tristream.models.detector import load_detector
 
             self.detector = load_detector(
-                config.detector, score_threshold=config.det_threshold,
-                nms_threshold=config.det_nms, device=config.device,
+                p.detector, score_threshold=p.det_threshold,
+                nms_threshold=p.det_nms, device=config.run.device,
             )  # fmt: skip
-        if config.pose_model:
+        if p.pose_model:
             from tristream.models.pose_resnet import PoseModel
             from tristream.models.zoo import load_pose
             from tristream.transforms.pose import PRECISIONS, PoseEstimator
 
-            model = load_pose(
-                config.pose_model, device=config.device, pose_format=config.pose_format
-            )
-            dtype = PRECISIONS[config.pose_precision]
+            model = load_pose(p.pose_model, device=config.run.device, pose_format=p.pose_format)
+            dtype = PRECISIONS[p.pose_precision]
             if dtype is not None and isinstance(model, PoseModel) and model.device.type != "cuda":
                 LOG.warning("--pose-precision %s applies on CUDA only; the pose model runs "
-                            "in float32 on the CPU", config.pose_precision)  # fmt: skip
+                            "in float32 on the CPU", p.pose_precision)  # fmt: skip
                 dtype = None
             self.estimator = PoseEstimator(
-                model, decoder=config.pose_decoder, flip_test=config.flip_test, dtype=dtype,
-                keypoints3d=config.keypoints3d,
+                model, decoder=p.pose_decoder, flip_test=p.flip_test, dtype=dtype,
+                keypoints3d=p.keypoints3d,
             )  # fmt: skip
+
+
+def row_meta(config: RunConfig, config_hash: str) -> str:
+    """The ``meta`` column of every row (JSON): schema version, flow encoding and backend,
+    render style, ``config_hash`` (:func:`tristream.pipeline.cache.config_hash`) and the
+    tristream version."""
+    style = config.render_style
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "flow_encoding": config.flow.encoding if config.flow.enabled else None,
+        "flow_backend": config.flow.backend if config.flow.enabled else None,
+        "render": str(style) if style else None,
+        "config_hash": config_hash,
+        "tristream_version": __version__,
+    }
+    return json.dumps(meta, sort_keys=True)
+
+
+def check_files(config: RunConfig) -> None:
+    """The I/O checks that validation leaves out, run once before any work: a ``--flow``
+    import path imports and names a callable, every file the persons options name exists
+    (``--skeletons`` / ``--skeletons3d`` may be object-store URIs), and the detector and
+    pose model load (:func:`check_models`).
+    Raises FileNotFoundError or ValueError, one line naming the flag."""
+    from tristream.shards import storage
+
+    if config.flow.enabled:
+        from tristream.transforms.flow import resolve_backend
+
+        resolve_backend(config.flow.backend)  # an import path imports here: ValueError if not
+    for flag, path in config.persons.files.items():
+        remote = flag.startswith("--skeletons") and storage.is_store_uri(path)
+        if not (storage.isfile(path, config.run.store) if remote else os.path.isfile(path)):
+            raise FileNotFoundError(f"{flag} {path}: no such file")
+    check_models(config)
 
 
 def check_models(config: RunConfig) -> None:
     """Open the run's detector and pose model once on the CPU and let them go, so that a
     file of the wrong kind fails the run up front with a ValueError that says what was
     expected, instead of failing every video on every worker."""
-    if config.detector:
+    p = config.persons
+    if p.detector:
         from tristream.models.detector import load_detector
 
-        load_detector(config.detector, device="cpu")
-    if config.pose_model:
+        load_detector(p.detector, device="cpu")
+    if p.pose_model:
         from tristream.models.zoo import load_pose
         from tristream.transforms.pose import PoseEstimator
 
-        model = load_pose(config.pose_model, device="cpu", pose_format=config.pose_format)
+        model = load_pose(p.pose_model, device="cpu", pose_format=p.pose_format)
         PoseEstimator(
-            model, decoder=config.pose_decoder, flip_test=config.flip_test,
-            keypoints3d=config.keypoints3d,
-        )  # fmt: skip
+            model, decoder=p.pose_decoder, flip_test=p.flip_test, keypoints3d=p.keypoints3d
+        )
 
 
 def process_video(
@@ -202,7 +242,9 @@ def process_video(
     order; the last has ``is_last``. ``stats`` (when given) is filled as the
     work goes; ``on_frames(n)`` is called as ``n`` new frames are decoded (frame by
     frame, as ffmpeg delivers them).
-    ``config.timeout`` seconds (0: none) bound the probe and decode together.
+    ``config.decode.timeout`` seconds (0: none) is the stall guard: each probe gets that
+    long, and the decode fails when ffmpeg delivers no new frame for that long while it is
+    awaited (time spent on a segment's flow, pose and encoding does not count).
     ``local_source(task.source)``, when given, is a context manager that gives
     the local path to decode, held open around probe and decode (the pipeline
     stages an object-store video to a temporary file that way); a failure there
@@ -214,26 +256,22 @@ def process_video(
     ``is_last`` has a complete video.
     """
     stats = stats if stats is not None else Stats()
-    deadline = None
-
-    def remaining() -> float | None:
-        return None if deadline is None else max(0.1, deadline - time.monotonic())
-
     stage, index = "probe", None
     tracker = segments = None
     source, staging = task.source, contextlib.ExitStack()
     try:
         t0 = time.perf_counter()
         source = staging.enter_context(local_source(task.source)) if local_source else task.source
-        deadline = time.monotonic() + config.timeout if config.timeout else None
-        info = probe(source, timeout=remaining())
+        dec = config.decode
+        stall = dec.timeout or None  # per probe, and per frame awaited from ffmpeg
+        info = probe(source, timeout=stall)
         stats.add_time("probe", time.perf_counter() - t0)
-        fps = float(config.fps if config.fps > 0 else info.fps)
+        fps = float(dec.fps if dec.fps > 0 else info.fps)
         stage = "decode"
         segments = decode_segments(
-            source, fps=config.fps, short_side=config.short_side,
-            max_frames=config.max_frames, start=task.start, end=task.end,
-            timeout=remaining(), min_frames=2,  # flow needs a pair: one frame is a failure
+            source, fps=dec.fps, short_side=dec.short_side,
+            max_frames=dec.max_frames, start=task.start, end=task.end,
+            timeout=stall, min_frames=2,  # flow needs a pair: one frame is a failure
             info=info, on_frame=None if on_frames is None else lambda: on_frames(1),
         )  # fmt: skip
         while True:
@@ -247,7 +285,7 @@ def process_video(
             stats.frames += len(frames) - (1 if seg.index else 0)
 
             flow = None
-            if config.flow != "none":
+            if config.flow.enabled:
                 stage = "flow"
                 t0 = time.perf_counter()
                 flow = _flow(frames, config, models, stats)
@@ -255,7 +293,7 @@ def process_video(
                 stats.pairs += len(flow)
 
             tracks = pose_frames = None
-            if config.persons:
+            if config.persons.enabled:
                 stage = "pose"
                 t0 = time.perf_counter()
                 if models.skeletons is not None:
@@ -263,7 +301,9 @@ def process_video(
                 else:
                     if tracker is None:
                         tracker = FlowTracker(
-                            models.detector, models.estimator, max_persons=config.max_persons
+                            models.detector,
+                            models.estimator,
+                            max_persons=config.persons.max_persons,
                         )
                     tracks = tracker.process(frames, flow, start_frame=seg.start_frame)
                 stats.add_time("pose", time.perf_counter() - t0)
@@ -286,8 +326,8 @@ def process_video(
                 track_ids=None if tracks is None else tracks.track_ids,
                 keypoints3d=None if tracks is None else tracks.keypoints3d,
                 source_size=info.display_size[::-1],
-                meta=models.meta, flow_encoding=config.flow_encoding,
-                jpeg_quality=config.jpeg_quality,
+                meta=models.meta, flow_encoding=config.flow.encoding,
+                jpeg_quality=config.output.jpeg_quality,
             )  # fmt: skip
             stats.add_time("encode", time.perf_counter() - t0)
             yield SegmentRow(seg.index, seg.is_last, len(frames), row)
@@ -304,8 +344,8 @@ def process_video(
 
 def _flow(frames: np.ndarray, config: RunConfig, models: Models, stats: Stats) -> np.ndarray:
     """Flow of one segment by the configured backend; the tvl1 solver reports its kernel path."""
-    if config.flow != "tvl1":
-        return compute_flow(frames, backend=config.flow, **models.flow_params)
+    if config.flow.backend != "tvl1":
+        return compute_flow(frames, backend=config.flow.backend, **models.flow_params)
     from tristream.models.tvl1 import TVL1Stats
 
     solver = TVL1Stats()
@@ -323,12 +363,14 @@ def _imported_tracks(
     ``--skeletons3d`` the same persons' 3D joints beside them."""
     ann = models.skeletons.get(task.video_id)
     if ann is None:
-        raise ValueError(f"no skeletons for video {task.video_id!r} in {config.skeletons}")
+        raise ValueError(f"no skeletons for video {task.video_id!r} in {config.persons.skeletons}")
     kps = slice_for_segment(ann, start_frame, len(frames), to_shape=frames.shape[1:3])
     if models.skeletons3d is not None:
         k3 = models.skeletons3d.get(task.video_id)
         if k3 is None:
-            raise ValueError(f"no 3D skeletons for video {task.video_id!r} in {config.skeletons3d}")
+            raise ValueError(
+                f"no 3D skeletons for video {task.video_id!r} in {config.persons.skeletons3d}"
+            )
         if k3.shape[:2] != ann.keypoints.shape[:2]:
             raise ValueError(
                 f"video {task.video_id!r}: the 3D skeletons have [M, T] = {list(k3.shape[:2])} "
@@ -336,4 +378,4 @@ def _imported_tracks(
                 "in both files"
             )
         kps = np.concatenate([kps, slice_frames(k3, start_frame, len(frames))], axis=-1)
-    return tracks_from_keypoints(kps, config.max_persons)
+    return tracks_from_keypoints(kps, config.persons.max_persons)

@@ -27,11 +27,13 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from tristream.config import RunConfig
-from tristream.pipeline import progress, storage
+from tristream.pipeline import interrupt, progress, storage
+from tristream.pipeline.cache import config_hash
 from tristream.pipeline.inputs import list_tasks
+from tristream.pipeline.lock import output_lock
 from tristream.pipeline.sinks import WriteShard, finalize, shard_key
 from tristream.pipeline.videos import Failure, ProcessVideo, VideoOutcome, worker_threads
-from tristream.process import check_models
+from tristream.process import check_files
 from tristream.shards import storage as shard_storage
 from tristream.shards.atomic import write_text_atomic
 
@@ -81,8 +83,9 @@ def _options(config: RunConfig, beam_args: list[str]) -> tuple[object | None, Pi
     return FnApiRunner(), options
 
 
-def build(p: beam.Pipeline, config: RunConfig, tasks, pre_failures) -> None:
-    """Add the tristream stages for ``tasks`` to pipeline ``p``.
+def build(p: beam.Pipeline, config: RunConfig, digest: str, tasks, pre_failures) -> None:
+    """Add the tristream stages for ``tasks`` to pipeline ``p``; ``digest`` is the config
+    hash (:func:`tristream.pipeline.cache.config_hash`).
 
     Every branch ends in the one ``Finalize`` step (no side inputs), so runners
     that compute only what the last step needs (Dask) run everything.
@@ -91,7 +94,7 @@ def build(p: beam.Pipeline, config: RunConfig, tasks, pre_failures) -> None:
         p
         | "Tasks" >> beam.Create(tasks)
         | "Spread" >> beam.Reshuffle()
-        | "ProcessVideo" >> beam.ParDo(ProcessVideo(config)).with_output_types(VideoOutcome)
+        | "ProcessVideo" >> beam.ParDo(ProcessVideo(config, digest)).with_output_types(VideoOutcome)
     )
     shards = (
         outcomes
@@ -102,7 +105,7 @@ def build(p: beam.Pipeline, config: RunConfig, tasks, pre_failures) -> None:
     )
     failures = (
         outcomes
-        | "Failed" >> beam.Filter(lambda o: not o.ok)
+        | "Failed" >> beam.Filter(lambda o: o.failure is not None)
         | "Failure" >> beam.Map(lambda o: o.failure).with_output_types(Failure)
     )
     (
@@ -112,23 +115,27 @@ def build(p: beam.Pipeline, config: RunConfig, tasks, pre_failures) -> None:
             "failures": failures | "KeyFailures" >> beam.Map(lambda f: (None, f)),
         }
         | "Gather" >> beam.CoGroupByKey()
-        | "Finalize" >> beam.Map(finalize, config=config, tasks=tasks, pre_failures=pre_failures)
+        | "Finalize"
+        >> beam.Map(
+            finalize, config=config, config_hash=digest, tasks=tasks, pre_failures=pre_failures
+        )
     )
 
 
-def check_writable(output: str) -> None:
+def check_writable(output: str, store: shard_storage.StoreLike = None) -> None:
     """Create ``output`` and write and remove a small file in it; :class:`RunError` if not.
 
-    For an object-store URI: the bucket must exist and the store answer
+    For an object-store URI (on ``store``, the run's; None: the environment's): the
+    bucket must exist and the store answer
     (:func:`~tristream.pipeline.storage.check_location`), then one small object
     is written and removed.
     """
     if storage.is_uri(output):
         check = storage.join(output, ".tristream-write-check")
         try:
-            storage.check_location(output, "--output")
-            write_text_atomic(check, "ok\n")
-            shard_storage.remove(check)
+            storage.check_location(output, "--output", store)
+            write_text_atomic(check, "ok\n", store)
+            shard_storage.remove(check, store)
         except (OSError, RuntimeError) as exc:
             raise RunError(str(exc) if isinstance(exc, storage.StorageError) else
                            f"output {output} is not writable: {exc}") from exc  # fmt: skip
@@ -240,29 +247,53 @@ def _run_pipeline(pipeline: beam.Pipeline, videos: int, progress_enabled: bool |
 def run(config: RunConfig, beam_args: list[str] | None = None) -> RunResult:
     """Run the whole pipeline and return what it wrote (reads back ``manifest.json``).
 
-    ``config.input``, ``.manifest`` and ``.output`` may be ``s3://`` / ``gs://`` URIs
-    (:mod:`tristream.pipeline.storage`): their buckets are checked first, and a
-    missing bucket or an unreachable store is one :class:`RunError` line.
+    ``config.source.input``, ``.source.manifest`` and ``.output.path`` may be ``s3://`` /
+    ``gs://`` URIs (:mod:`tristream.pipeline.storage`): their buckets are checked first,
+    and a missing bucket or an unreachable store is one :class:`RunError` line.
+
+    One run per output: the output's lock (:mod:`tristream.pipeline.lock`) is held from
+    the checks to the end; a live holder is :class:`~tristream.pipeline.lock.OutputLocked`.
+    On a local runner the first SIGINT / SIGTERM stops the run cleanly
+    (:mod:`tristream.pipeline.interrupt`): :class:`RunInterrupted` says how many videos
+    are done in the cache, and nothing else is written.
     """
-    storage.configure(PipelineOptions(list(beam_args or [])))
+    with interrupt.signals_handled():
+        return _run(config, list(beam_args or []))
+
+
+def _run(config: RunConfig, beam_args: list[str]) -> RunResult:
     try:
-        storage.check_location(config.input, "--input")
-        storage.check_location(config.manifest, "--manifest")
+        if config.run.store is None:  # built here, once; it travels to the workers in config
+            config = config.replace(store=storage.configure(PipelineOptions(beam_args or [])))
+        store = config.run.store
+        storage.check_location(config.source.input, "--input", store)
+        storage.check_location(config.source.manifest, "--manifest", store)
     except storage.StorageError as exc:
         raise RunError(str(exc)) from None
+    src, output = config.source, config.output.path
     tasks, rejected = list_tasks(
-        config.input, config.manifest, config.path_template, config.split, config.num_shards
+        src.input, src.manifest, src.path_template, src.split, config.output.num_shards, store
     )
     if not tasks and not rejected:
-        raise ValueError(f"no videos found in {config.manifest or config.input}")
+        raise ValueError(f"no videos found in {src.manifest or src.input}")
     pre_failures = [Failure(r.video_id, r.source, r.stage, r.error) for r in rejected]
-    check_writable(config.output)
-    check_models(config)  # a model file of the wrong kind: one clear error, before any work
-    _clean_partial_files(config.output)
-    LOG.info("%d videos to process into %s", len(tasks), config.output)
+    check_writable(output, store)
+    check_files(config)  # a missing or wrong model file: one clear error, before any work
+    digest = config_hash(config)
+    with output_lock(output, digest, store):
+        return _run_locked(config, beam_args, digest, tasks, pre_failures)
+
+
+def _run_locked(
+    config: RunConfig, beam_args: list[str], digest: str, tasks: list, pre_failures: list
+) -> RunResult:
+    output, store = config.output.path, config.run.store
+    interrupt.check_run(0, len(tasks))  # a signal during the checks: nothing started
+    _clean_partial_files(output)
+    LOG.info("%d videos to process into %s", len(tasks), output)
     runner, options = _options(config, list(beam_args or []))
     pipeline = beam.Pipeline(runner=runner, options=options)
-    build(pipeline, config, tasks, pre_failures)
+    build(pipeline, config, digest, tasks, pre_failures)
     local = runner is not None and options.view_as(DirectOptions).direct_running_mode != (
         "multi_processing"
     )
@@ -276,10 +307,11 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> RunResult:
             counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + c.committed
     except Exception:  # noqa: BLE001 - some runners report no metrics
         LOG.debug("runner reported no metrics", exc_info=True)
-    manifest_path = storage.join(config.output, "manifest.json")
-    manifest = json.loads(shard_storage.read_text(manifest_path))
+    interrupt.check_run(counters.get("videos_done", 0), len(tasks) + len(pre_failures))
+    manifest_path = storage.join(output, "manifest.json")
+    manifest = json.loads(shard_storage.read_text(manifest_path, store))
     manifest["metrics"] = dict(sorted(counters.items()))
-    write_text_atomic(manifest_path, json.dumps(manifest, indent=2) + "\n")
-    text = shard_storage.read_text(storage.join(config.output, "failures.jsonl"))
+    write_text_atomic(manifest_path, json.dumps(manifest, indent=2) + "\n", store)
+    text = shard_storage.read_text(storage.join(output, "failures.jsonl"), store)
     failures = [json.loads(line) for line in text.split("\n") if line.strip()]
     return RunResult(manifest, failures, counters)

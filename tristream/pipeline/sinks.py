@@ -19,6 +19,7 @@ import apache_beam as beam
 
 from tristream import __version__
 from tristream.config import RunConfig
+from tristream.pipeline import interrupt
 from tristream.pipeline.videos import Failure, VideoOutcome
 from tristream.process import VideoTask
 from tristream.shards import storage
@@ -30,6 +31,7 @@ from tristream.shards.files import (
     shard_name,
 )
 from tristream.shards.schema import SCHEMA_VERSION, arrow_schema
+from tristream.shards.storage import StoreLike
 
 LOG = logging.getLogger(__name__)
 
@@ -53,16 +55,18 @@ class WriteShard(beam.DoFn):
 
     def setup(self) -> None:
         self.schema = arrow_schema(self.config.modalities)
-        self.folder = storage.join(self.config.output, "shards")
+        self.folder = storage.join(self.config.output.path, "shards")
 
     def process(self, element):
+        if interrupt.requested():  # a stopped run writes no shards (its videos are cached)
+            return
         (split, shard, num_shards), videos = element
         videos = sorted(videos, key=lambda v: v.task.video_id)
         yield write_shard(self.config, self.schema, self.folder, split, shard, num_shards,
-                          shard_rows(videos), videos)  # fmt: skip
+                          shard_rows(videos, self.config.run.store), videos)  # fmt: skip
 
 
-def shard_rows(videos: list[VideoOutcome]) -> Iterator[dict]:
+def shard_rows(videos: list[VideoOutcome], store: StoreLike = None) -> Iterator[dict]:
     """The staged rows of ``videos`` in order, their identity columns (id, source, label)
     set from this run's tasks: the cache is keyed by content, so a renamed or
     relabelled video is found there under its old identity."""
@@ -71,24 +75,33 @@ def shard_rows(videos: list[VideoOutcome]) -> Iterator[dict]:
         identity = {"video_id": t.video_id, "source": t.source, "label": t.label,
                     "label_index": t.label_index}  # fmt: skip
         for path in video.paths:
-            for row in iter_raw_rows(path):
+            for row in iter_raw_rows(path, store=store):
                 row.update(identity)
                 yield row
 
 
 def write_shard(config, schema, folder, split, shard, num_shards, rows, videos) -> dict:
-    """Write one shard in every configured format in a single pass over ``rows``."""
-    paths = [storage.join(folder, shard_name(split, shard, num_shards, f)) for f in config.formats]
+    """Write one shard in every configured format in a single pass over ``rows``; returns
+    its summary for ``manifest.json``: each file's path (relative to the output), bytes and
+    SHA-256, its rows, videos and frames."""
+    formats = config.output.formats
+    paths = [storage.join(folder, shard_name(split, shard, num_shards, f)) for f in formats]
     stored_frames = count = 0
+    store = config.run.store  # the run's StoreConfig (None: the environment's)
     with contextlib.ExitStack() as stack:
-        writers = [stack.enter_context(open_shard_writer(p, schema)) for p in paths]
+        writers = [stack.enter_context(open_shard_writer(p, schema, store)) for p in paths]
         for row in rows:
             for writer in writers:
                 writer.write(row)
             stored_frames += row["num_frames"]
             count += 1
     files = [
-        {"path": storage.relative(p, config.output), "bytes": storage.getsize(p)} for p in paths
+        {
+            "path": storage.relative(p, config.output.path),
+            "bytes": storage.getsize(p, store),
+            "sha256": storage.content_hash(p, store),  # what inspect and readers check
+        }
+        for p in paths
     ]
     return {
         "split": split,
@@ -139,7 +152,11 @@ def account(
 
 
 def finalize(
-    element, config: RunConfig, tasks: list[VideoTask], pre_failures: list[Failure]
+    element,
+    config: RunConfig,
+    config_hash: str,
+    tasks: list[VideoTask],
+    pre_failures: list[Failure],
 ) -> dict:
     """Write empty shards for shards no video reached, ``failures.jsonl`` and ``manifest.json``.
 
@@ -150,13 +167,17 @@ def finalize(
     ``videos = videos_written + videos_failed``, ``videos_lost`` of the failed
     ones were lost.
     """
+    if interrupt.requested():  # a stopped run writes no manifest: its output is not done
+        return {}
     _, grouped = element
     shards, failures = list(grouped["shards"]), list(grouped["failures"])
     schema = arrow_schema(config.modalities)
-    folder = storage.join(config.output, "shards")
-    storage.makedirs(folder)
+    folder = storage.join(config.output.path, "shards")
+    store = config.run.store  # the run's StoreConfig (None: the environment's)
+    storage.makedirs(folder, store)
     have = {(s["split"], s["shard"]) for s in shards}
-    expected = {(t.split, t.shard, t.num_shards) for t in tasks}
+    # Every shard of every split, empty ones too: --num-shards N gives N files named -of-N.
+    expected = {(t.split, i, t.num_shards) for t in tasks for i in range(t.num_shards)}
     for split, shard, num_shards in sorted(expected):
         if (split, shard) not in have:
             shards.append(write_shard(config, schema, folder, split, shard, num_shards,
@@ -165,16 +186,18 @@ def finalize(
     # Shard files of an earlier run into the same folder (another shard count or
     # format) would be read as part of this one: remove them.
     current = {os.path.basename(f["path"]) for s in shards for f in s["files"]}
-    for name in storage.list_dir(folder):
+    for name in storage.list_dir(folder, store):
         if name.endswith(tuple(SHARD_SUFFIXES.values())) and name not in current:
             LOG.warning("removing stale shard from an earlier run: %s", name)
-            storage.remove(storage.join(folder, name))
+            storage.remove(storage.join(folder, name), store)
 
     written = {vid for s in shards for vid in s.pop("video_ids")}
     records = account(tasks, pre_failures, written, failures)
     lines = [json.dumps(f.to_json(), ensure_ascii=False) for f in records]
     write_text_atomic(
-        storage.join(config.output, "failures.jsonl"), "".join(ln + "\n" for ln in lines)
+        storage.join(config.output.path, "failures.jsonl"),
+        "".join(ln + "\n" for ln in lines),
+        store,
     )
 
     labels = sorted({(t.label, t.label_index) for t in tasks if t.label is not None})
@@ -188,10 +211,10 @@ def finalize(
     manifest = {
         "tristream_version": __version__,
         "schema_version": SCHEMA_VERSION,
-        "config_hash": config.config_hash,
-        "config": config.to_dict(),
+        "config_hash": config_hash,
+        "config": config.options(),
         "modalities": list(config.modalities),
-        "formats": list(config.formats),
+        "formats": list(config.output.formats),
         "labels": {label: index for label, index in labels},
         "totals": {
             "videos": len(tasks) + len(pre_failures),
@@ -207,6 +230,8 @@ def finalize(
         "shards": shards,
     }
     write_text_atomic(
-        storage.join(config.output, "manifest.json"), json.dumps(manifest, indent=2) + "\n"
+        storage.join(config.output.path, "manifest.json"),
+        json.dumps(manifest, indent=2) + "\n",
+        store,
     )
     return manifest
