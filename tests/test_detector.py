@@ -103,17 +103,67 @@ def test_boxes_map_back_through_the_letterbox(detector, frames):
         assert np.abs(back - base[0, :4]).max() < 6.0  # measured: 4.5 px
 
 
-def test_rgb_frames_are_fed_to_yolox_as_bgr(detector, frames):
+def test_rgb_frames_are_fed_to_yolox_as_bgr_letterboxed_by_hand(detector, frames):
+    """256 x 602 frame into 416 x 416: r = min(416 / 256, 416 / 602) = 416 / 602; the
+    resized frame is int(602 r) x int(256 r) = 416 x 176 (W x H), top-left (YOLOX
+    ``preproc``), rows 176.. are padding 114; channels BGR, values 0..255."""
+    f = frames[1]
+    assert f.shape == (256, 602, 3)
     batch, r = detector.preprocess(frames[1:2])
-    canvas, r2 = letterbox(frames[1][..., ::-1], (416, 416))
-    assert r == r2 and np.array_equal(batch[0], canvas.transpose(2, 0, 1).astype(np.float32))
+    assert r == pytest.approx(416 / 602) and batch.shape == (1, 3, 416, 416)
+    resized = cv2.resize(f, (416, 176), interpolation=cv2.INTER_LINEAR)  # RGB, W x H
+    bgr_planes = resized[..., ::-1].transpose(2, 0, 1).astype(np.float32)
+    assert np.array_equal(batch[0, :, :176], bgr_planes)
+    assert (batch[0, :, 176:] == 114).all()
 
 
-def test_letterbox_is_top_left_with_grey_padding():
-    frame = np.full((100, 200, 3), 7, np.uint8)
-    canvas, r = letterbox(frame, (416, 416))
-    assert r == pytest.approx(2.08) and canvas.shape == (416, 416, 3)
-    assert (canvas[:208, :416] == 7).all() and (canvas[208:] == 114).all()
+@pytest.mark.parametrize(
+    "hw,r,content_hw",
+    [
+        ((100, 200), 2.08, (208, 416)),  # landscape, upscaled: r = min(4.16, 2.08)
+        ((300, 150), 416 / 300, (416, 208)),  # portrait: int(150 * 1.3867) = 208 columns
+        ((832, 500), 0.5, (416, 250)),  # downscaled: r = min(0.5, 0.832)
+    ],
+)
+def test_letterbox_is_top_left_with_grey_padding(hw, r, content_hw):
+    h, w = hw
+    rng = np.random.default_rng(5)
+    frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    canvas, ratio = letterbox(frame, (416, 416))
+    assert ratio == pytest.approx(r) and canvas.shape == (416, 416, 3)
+    ch, cw = content_hw
+    expected = cv2.resize(frame, (cw, ch), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(canvas[:ch, :cw], expected)
+    assert (canvas[ch:] == 114).all() and (canvas[:, cw:] == 114).all()
+
+
+def test_boxes_map_back_to_frame_pixels_by_hand(detector, monkeypatch):
+    """Raw YOLOX rows written by hand -> boxes in frame pixels (the network is bypassed).
+
+    Frame 256 x 602, so r = 416 / 602 canvas px per frame px.
+    Row A, stride 8, cell (gx 10, gy 5), offsets (0.5, 0.5), size exp(ln 4, ln 8) * 8 = 32 x 64:
+      canvas centre (84, 44), box (68, 12, 100, 76) -> frame px x 602 / 416.
+    Row B, stride 32, cell (gx 12, gy 0), offsets (0.5, 0.5), size exp(ln 2, ln 1) * 32:
+      canvas centre (400, 16), box (368, 0, 432, 32) -> frame (532.54, 0, 625.15, 46.31),
+      x2 clipped to the frame width 602.
+    Row C: objectness 0.5 x person 0.5 = 0.25 < 0.3, dropped.
+    """
+    raw = np.zeros((1, 3549, 85), np.float32)
+    a = 52 * 5 + 10
+    raw[0, a, :6] = [0.5, 0.5, np.log(4.0), np.log(8.0), 1.0, 0.9]
+    b = 52 * 52 + 26 * 26 + 13 * 0 + 12
+    raw[0, b, :6] = [0.5, 0.5, np.log(2.0), 0.0, 0.8, 1.0]
+    c = 52 * 30 + 30
+    raw[0, c, :6] = [0.5, 0.5, 1.0, 1.0, 0.5, 0.5]
+    monkeypatch.setattr(detector, "raw", lambda batch: raw[: len(batch)])
+    out = detector(np.zeros((1, 256, 602, 3), np.uint8))[0]
+    k = 602 / 416
+    expected = [
+        [68 * k, 12 * k, 100 * k, 76 * k, 0.9],
+        [368 * k, 0.0, 602.0, 32 * k, 0.8],
+    ]
+    assert np.allclose(out, expected, atol=1e-3)
+    assert np.allclose(out[0, :4], [98.404, 17.365, 144.712, 109.981], atol=1e-3)
 
 
 def test_grid_decoding_follows_yolox():

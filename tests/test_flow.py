@@ -78,13 +78,31 @@ def test_tvl1_backend_matches_opencv_on_real_frames_and_falls_back_to_cpu(bikes,
         assert "using the CPU" in caplog.text
 
 
-def test_tvl1_backend_automatic_batch_size_is_the_same_flow(bikes):
-    # batch_size 0 (the CLI's default) picks the batch: the GPU's free memory on CUDA,
-    # 16 pairs on the CPU. Pairs are solved independently, so the flow is the same.
+def test_tvl1_backend_batch_size_sets_the_pairs_per_solver_call(bikes, monkeypatch):
+    """``batch_size`` reaches the solver: every solver call is counted with its pairs.
+
+    batch_size 0 (the CLI's default) picks the batch: the GPU's free memory on CUDA, 16
+    pairs on the CPU, so the 4 pairs go in one call. Pairs are solved independently, so
+    the flow is the same whatever the batching.
+    """
+    from tristream.models.tvl1.solver import TVL1Solver
     from tristream.transforms.decode import decode_video
 
+    calls: list[int] = []
+    solve_arrays = TVL1Solver.solve_arrays
+
+    def counted(self, i0, i1, *args, **kwargs):
+        calls.append(len(i0))
+        return solve_arrays(self, i0, i1, *args, **kwargs)
+
+    monkeypatch.setattr(TVL1Solver, "solve_arrays", counted)
     frames = decode_video(bikes, short_side=32, start=2.0, end=2.2)  # 5 frames, 4 pairs
-    auto = compute_flow(frames, backend="tvl1", device="auto", batch_size=0)
-    fixed = compute_flow(frames, backend="tvl1", device="auto", batch_size=1)
-    assert auto.shape == (4, 32, 76, 2)
-    assert np.array_equal(auto, fixed)
+    flows, per_call = {}, {}
+    for batch_size in (0, 3):
+        calls.clear()
+        flows[batch_size] = compute_flow(frames, backend="tvl1", device="cpu",
+                                         batch_size=batch_size)  # fmt: skip
+        per_call[batch_size] = list(calls)
+    assert per_call == {0: [4], 3: [3, 1]}
+    assert flows[0].shape == (4, 32, 76, 2)
+    assert np.array_equal(flows[0], flows[3])

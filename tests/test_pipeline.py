@@ -59,13 +59,16 @@ def inputs(tmp_path_factory, bikes, carphone):
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    return {"manifest": str(manifest), "unseen": unseen}
+    return {
+        "manifest": str(manifest), "unseen": unseen, "corrupt": str(corrupt),
+        "missing": str(root / "missing.mp4"),
+    }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def result(inputs, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("out"))
-    config = RunConfig(
+    config = RunConfig.from_options(
         output=out, manifest=inputs["manifest"], format="both", short_side=SHORT,
         max_frames=MAX_FRAMES, workers=2,
     )  # fmt: skip
@@ -82,7 +85,7 @@ def _join(segments, key):
     return np.concatenate(parts)
 
 
-def test_manifest_and_failures(result):
+def test_manifest_and_failures(result, inputs):
     out, res = result
     totals = res.manifest["totals"]
     assert (totals["videos"], totals["videos_written"], totals["videos_failed"]) == (5, 3, 2)
@@ -92,12 +95,23 @@ def test_manifest_and_failures(result):
     assert res.manifest["labels"] == {"street": 0, "talk": 1}
     failures = {f["video_id"]: f for f in res.failures}
     assert sorted(failures) == ["corrupt", "missing"]
-    assert failures["missing"]["stage"] == "probe"
-    assert "file not found" in failures["missing"]["error"]
-    assert failures["corrupt"]["stage"] in ("probe", "decode")
-    assert failures["corrupt"]["error"]
+    missing, corrupt = inputs["missing"], inputs["corrupt"]
+    assert failures["missing"] == {
+        "video_id": "missing", "source": missing, "stage": "probe",
+        "error": f"file not found: {missing}", "segment": None,
+    }  # fmt: skip
+    # The corrupt file (bytes 5000-60000 of bikes.mp4: no MP4 header) fails at the probe:
+    # ffmpeg/ffprobe cannot open it, and its own reason is passed on.
+    corrupt_record = dict(failures["corrupt"])
+    error = corrupt_record.pop("error")
+    assert corrupt_record == {
+        "video_id": "corrupt", "source": corrupt, "stage": "probe", "segment": None
+    }  # fmt: skip
+    assert error.startswith("not a readable video (")
+    assert "Invalid data found when processing input" in error
     lines = open(os.path.join(out, "failures.jsonl"), encoding="utf-8").read().splitlines()
-    assert len(lines) == 2 and all(json.loads(ln)["source"] for ln in lines)
+    records = sorted((json.loads(ln) for ln in lines), key=lambda f: f["video_id"])
+    assert records == [failures["corrupt"], failures["missing"]]
     assert res.counters["flow_pairs"] == 170 - 3
     # Complete files only: no temporary names anywhere in the output.
     assert not glob.glob(os.path.join(out, "**", "*.tmp"), recursive=True)
@@ -206,12 +220,18 @@ def test_cli_exit_codes_and_flow_none(tmp_path, carphone, capsys):
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "1 of 2 videos written, 1 failed" in printed and "counters: " in printed
-    assert "FAILED text at probe" in printed
+    text_mp4 = str(folder / "text.mp4")
+    # the failed video, its stage and ffmpeg's reason, as one line
+    failed = [ln.strip() for ln in printed.splitlines() if "FAILED" in ln]
+    assert len(failed) == 1 and failed[0].startswith("FAILED text at probe: not a readable video (")
+    assert "Invalid data found when processing input" in failed[0]
     assert main([*args, "--fail-on-error"]) == 1
     rows = list(read_rows(out))
     assert [r["video_id"] for r in rows] == ["good"]
     assert "flow" not in rows[0] and rows[0]["rgb"].shape == (100, 32, 40, 3)
-    assert json.loads((out / "failures.jsonl").read_text())["video_id"] == "text"
+    record = json.loads((out / "failures.jsonl").read_text())
+    assert (record["video_id"], record["source"], record["stage"]) == ("text", text_mp4, "probe")
+    assert "Invalid data found when processing input" in record["error"]
     assert main(["inspect", str(out)]) == 0
     assert main(["run", "--output", str(out)]) == 2  # no input: a clear error, status 2
     assert main(["run", "--input", str(tmp_path / "none"), "--output", str(out)]) == 2
@@ -227,13 +247,8 @@ def test_cli_exit_codes_and_flow_none(tmp_path, carphone, capsys):
     assert [r["video_id"] for r in read_rows(out)] == ["good"]
 
 
-def test_flow_tvl1_backend_in_the_pipeline(tmp_path, carphone, monkeypatch):
+def test_flow_tvl1_backend_in_the_pipeline(tmp_path, carphone):
     from tristream.models.common import resolve_device
-    from tristream.models.tvl1 import triton_kernels
-
-    # Triton's CPU interpreter is a test mode that tests/test_tvl1_kernels.py switches on
-    # for the whole session; a user's CPU has none, so the triton path cannot run here.
-    monkeypatch.setattr(triton_kernels, "INTERPRETED", False)
 
     rows = {}
     for backend in ("opencv", "tvl1"):

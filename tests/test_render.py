@@ -13,6 +13,7 @@ from tristream.transforms.decode import decode_video
 from tristream.transforms.flowviz import color_wheel, color_wheel_legend, flow_to_color
 from tristream.transforms.render import (
     DEFAULT,
+    FINE_JOINT_COLORS,
     FINE_LIMB_COLORS,
     JOINT_SIDES,
     LIMB_SIDES,
@@ -87,6 +88,109 @@ def test_skeleton_is_the_coco_one_with_sides():
 
 
 # ------------------------------------------------------------------ geometry
+
+
+# One known limb on a tiny frame: the left upper arm, left shoulder (joint 5) at (5, 8) to left
+# elbow (joint 7) at (15, 8), every other joint hidden. Pixel centres at integers. With
+# px=4 the limb is a capsule of radius 2 and each joint a disc of radius 0.75 * 4 = 3.
+ARM = SKELETON.index((5, 7))
+SHOULDER, ELBOW = (5.0, 8.0), (15.0, 8.0)
+
+
+def _arm_keypoints(dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
+    kp = np.zeros((17, 3), np.float32)
+    kp[5] = (SHOULDER[0] + dx, SHOULDER[1] + dy, 0.9)
+    kp[7] = (ELBOW[0] + dx, ELBOW[1] + dy, 0.9)
+    return kp
+
+
+def _colour_at(img, x, y):
+    return tuple(int(v) for v in img[y, x])
+
+
+def test_one_limb_by_hand_geometry_aliased():
+    """Hard edges: a pixel is painted when its centre is within the radius (d <= r).
+
+    By hand: the capsule covers |y - 8| <= 2 for 5 <= x <= 15 (55 pixels), each disc of
+    radius 3 the 29 integer points with dx^2 + dy^2 <= 9, 13 of them outside that band;
+    so 55 + 2 * 13 = 81 pixels are painted, 2 * 29 = 58 of them in joint colours (the
+    joints are drawn over the limb), and 23 in the limb's colour: columns 9-11 (5 each)
+    and columns 8 and 12 (4 each: the disc takes the middle one).
+    """
+    black = np.zeros((17, 21, 3), np.uint8)
+    limb, j5, j7 = FINE_LIMB_COLORS[ARM], FINE_JOINT_COLORS[5], FINE_JOINT_COLORS[7]
+    out = render_pose(
+        black, _arm_keypoints(), RenderStyle.parse("bars,fine,uniform,black,px=4,aliased")
+    )
+    painted = out.any(axis=-1)
+    assert painted.sum() == 81
+    assert (out == limb).all(axis=-1).sum() == 23
+    assert (out == j5).all(axis=-1).sum() == 29 and (out == j7).all(axis=-1).sum() == 29
+    for x, y in [(10, 8), (10, 6), (10, 10), (8, 10), (12, 6), (9, 7)]:  # band, off the discs
+        assert _colour_at(out, x, y) == limb, (x, y)
+    for x, y in [(5, 8), (2, 8), (8, 8), (5, 5), (5, 11), (7, 10), (3, 6)]:  # d <= 3 from (5, 8)
+        assert _colour_at(out, x, y) == j5, (x, y)
+    for x, y in [(15, 8), (18, 8), (15, 11), (13, 6)]:
+        assert _colour_at(out, x, y) == j7, (x, y)
+    for x, y in [(10, 11), (10, 5), (1, 8), (19, 8), (5, 12), (8, 11), (2, 7), (0, 0)]:
+        assert _colour_at(out, x, y) == (0, 0, 0), (x, y)  # d > 2 from the limb, > 3 from joints
+    # coarse: the same pixels, all in the left side's colour
+    coarse = render_pose(
+        black, _arm_keypoints(), RenderStyle.parse("bars,coarse,uniform,black,px=4,aliased")
+    )
+    assert np.array_equal(coarse.any(axis=-1), painted)
+    assert (coarse[painted] == SIDE_COLORS["left"]).all()
+    # dots: only the two discs, of radius w = 4 (the 49 integer points with d^2 <= 16 each)
+    dots = render_pose(
+        black, _arm_keypoints(), RenderStyle.parse("dots,fine,uniform,black,px=4,aliased")
+    )
+    assert (dots == j5).all(axis=-1).sum() == 49 and (dots == j7).all(axis=-1).sum() == 49
+    assert dots.any(axis=-1).sum() == 98  # the discs (10 px apart) do not touch
+
+
+def test_one_limb_by_hand_geometry_antialiased_over_rgb():
+    """Soft edges: coverage clip(r + 0.5 - d, 0, 1) blended over the frame, rounded.
+
+    Across the limb at x = 10 (radius 2): d = 0, 1 are fully covered, d = 2 half
+    (0.5 * background + 0.5 * colour), d >= 2.5 not at all.
+    """
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (17, 21, 3), dtype=np.uint8)
+    colour = np.array(SIDE_COLORS["left"], np.float64)
+    out = render_pose(frame, _arm_keypoints(), RenderStyle.parse("bars,coarse,uniform,rgb,px=4"))
+    for y in (7, 8, 9):
+        assert _colour_at(out, 10, y) == tuple(colour.astype(int))
+    for y in (6, 10):
+        half = np.rint(0.5 * frame[y, 10] + 0.5 * colour).astype(int)
+        assert np.abs(out[y, 10].astype(int) - half).max() <= 1  # float32 rounding
+    for y in (4, 5, 11, 12):
+        assert np.array_equal(out[y, 10], frame[y, 10])
+    # far from both (d >= r + 0.5 = 3.5 from the joints, >= 2.5 from the limb): untouched
+    ys, xs = np.mgrid[:17, :21]
+    d_joint = np.minimum(np.hypot(xs - 5, ys - 8), np.hypot(xs - 15, ys - 8))
+    d_limb = np.where((xs >= 5) & (xs <= 15), np.abs(ys - 8), d_joint)
+    far = (d_joint >= 3.5) & (d_limb >= 2.5)
+    assert np.array_equal(out[far], frame[far])
+
+
+def test_colour_tables_follow_the_docs():
+    """docs/rendering.md: fine = a distinct saturated hue per limb (19) and a pale hue per
+    joint (17), no joint colour equal to a limb's; coarse = exactly three colours, by body
+    side, with the side read from the COCO joint names."""
+    assert len(FINE_LIMB_COLORS) == 19 == len(set(FINE_LIMB_COLORS))
+    assert len(FINE_JOINT_COLORS) == 17 == len(set(FINE_JOINT_COLORS))
+    assert not set(FINE_LIMB_COLORS) & set(FINE_JOINT_COLORS)
+    for c in FINE_LIMB_COLORS:  # saturated: full value, full saturation
+        assert max(c) == 255 and min(c) == 0, c
+    for c in FINE_JOINT_COLORS:  # pale: full value, partial saturation
+        assert max(c) == 255 and 0 < min(c) < 255, c
+    hues = sorted(round(_hue(c)) for c in FINE_LIMB_COLORS)
+    assert min(np.diff(hues)) >= 15  # 19 hues spread round the wheel (360 / 19 = 18.9)
+    assert len(set(SIDE_COLORS.values())) == 3
+    for i, (a, b) in enumerate(SKELETON):
+        names = {JOINT_NAMES[a].split("_")[0], JOINT_NAMES[b].split("_")[0]} - {"nose"}
+        expected = names.pop() if len(names) == 1 else "centre"
+        assert LIMB_SIDES[i] == expected, (JOINT_NAMES[a], JOINT_NAMES[b])
 
 
 def test_a_limb_covers_the_segment_between_its_joints_and_nothing_far_away(frame):
@@ -207,6 +311,34 @@ def test_every_style_combination_renders(frame):
         if background == "rgb":
             assert np.array_equal(out[~drawn], frame[~drawn])
     assert np.array_equal(frame, before)
+
+
+def test_render_segment_draws_each_frames_own_persons_by_hand():
+    """Three frames of different backgrounds; track 0 (the arm of the hand-geometry tests)
+    moves 4 px down per frame, track 1 (the same arm, 20 px right) is absent at frame 0."""
+    rng = np.random.default_rng(4)
+    frames = rng.integers(0, 256, (3, 17 + 8, 41, 3), dtype=np.uint8)
+    kps = np.zeros((2, 3, 17, 3), np.float32)
+    for t in range(3):
+        kps[0, t] = _arm_keypoints(dy=4 * t)
+        if t >= 1:
+            kps[1, t] = _arm_keypoints(dx=20, dy=4 * t)
+    before = frames.copy()
+    style = RenderStyle.parse("bars,fine,uniform,rgb,px=4,aliased")
+    out = render_segment(frames, kps, style)
+    assert np.array_equal(frames, before)  # the input is untouched
+    limb = FINE_LIMB_COLORS[ARM]
+    for t in range(3):
+        y = 8 + 4 * t
+        assert tuple(int(v) for v in out[t, y, 10]) == limb
+        assert tuple(int(v) for v in out[t, y, 5]) == FINE_JOINT_COLORS[5]
+        # rows more than 3 px from the arm keep the frame's own pixels
+        away = np.abs(np.arange(out.shape[1]) - y) > 3
+        assert np.array_equal(out[t, away], frames[t, away])
+        if t >= 1:
+            assert tuple(int(v) for v in out[t, y, 30]) == limb
+        else:
+            assert np.array_equal(out[t, :, 19:], frames[t, :, 19:])  # track 1 absent
 
 
 def test_render_segment_is_render_pose_per_frame(bikes):

@@ -1,39 +1,45 @@
 """TV-L1 kernel paths: the registry, honest fallbacks, torch.compile, and the Triton kernels.
 
-The Triton kernels run here on the CPU under Triton's interpreter (``TRITON_INTERPRET=1``,
-set below before Triton is imported), against the eager path on small real frames. The
+The Triton kernels run on the CPU under Triton's interpreter (``TRITON_INTERPRET=1``),
+against the eager path on small real frames. Triton reads the variable when it is first
+imported (its own library functions are decorated then), so the interpreted checks run in
+a child process started with the variable set (the ``interpreter`` fixture); this process,
+and every other test of the session, sees Triton as a user's CPU does: unable to run. The
 interpreter pays ~1 ms per operation, so solves use few iterations. Triton is a test
 dependency (the ``dev`` extra): a missing Triton is an error here, not a skip.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import subprocess
+import sys
+import traceback
 from pathlib import Path
 
-os.environ.setdefault("TRITON_INTERPRET", "1")  # before Triton is first imported
+import cv2
+import numpy as np
+import pytest
+import torch
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from tristream.models.tvl1 import (  # noqa: E402
+from tristream.models.tvl1 import (
     KERNEL_CHOICES,
     KERNELS,
     TVL1,
     TVL1Params,
     TVL1Stats,
-    ops,  # noqa: E402
+    ops,
     resolve_kernel,
     tvl1_flow,
 )
-from tristream.models.tvl1 import triton_kernels as tt  # noqa: E402
+from tristream.models.tvl1 import triton_kernels as tt
+
+REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def pair(videos_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def load_pair(videos_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Two consecutive real frames of bikes.mp4, gray, 32x40 (area resize), float [1, H, W]."""
     cap = cv2.VideoCapture(str(videos_dir / "bikes.mp4"))
     frames = []
@@ -47,6 +53,76 @@ def pair(videos_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
         for f in frames[40:42]
     ]
     return tuple(torch.from_numpy(g).to(torch.float32)[None] for g in gray)  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="module")
+def pair(videos_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    return load_pair(videos_dir)
+
+
+#: The checks that need Triton's interpreter, by name: run by :func:`run_interpreter_checks`
+#: in the child process, each reported by the parent test of the same name.
+INTERPRETER_CHECKS: dict = {}
+
+
+def interpreter_check(fn):
+    INTERPRETER_CHECKS[fn.__name__] = fn
+    return fn
+
+
+def run_interpreter_checks(videos_dir: str, out: str) -> None:
+    """The child process: every interpreter check on the real pair; ``out`` gets JSON
+    ``{name: "ok" or the traceback}``."""
+    pair = load_pair(Path(videos_dir))
+    results = {}
+    for name, check in INTERPRETER_CHECKS.items():
+        try:
+            check(pair)
+            results[name] = "ok"
+        except BaseException:  # noqa: BLE001 - reported to the parent
+            results[name] = traceback.format_exc()
+    Path(out).write_text(json.dumps(results))
+
+
+class InterpreterRun:
+    """The child process, started at once so that it overlaps this module's other tests."""
+
+    def __init__(self, videos_dir: Path, out: Path):
+        env = {**os.environ, "TRITON_INTERPRET": "1"}
+        code = (
+            "import sys; from tests.test_tvl1_kernels import run_interpreter_checks as r; "
+            "r(*sys.argv[1:])"
+        )
+        self.out = out
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(videos_dir), str(out)],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        self.results: dict[str, str] | None = None
+
+    def result(self, name: str) -> str:
+        if self.results is None:
+            log, _ = self.proc.communicate(timeout=300)
+            assert self.proc.returncode == 0 and self.out.exists(), log[-3000:]
+            self.results = json.loads(self.out.read_text())
+        return self.results[name]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:  # a test run stopped early
+            self.proc.kill()
+            self.proc.communicate()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def interpreter(videos_dir: Path, tmp_path_factory):
+    run = InterpreterRun(videos_dir, tmp_path_factory.mktemp("triton_interpreter") / "out.json")
+    yield run
+    run.close()
+
+
+def _check_in_child(interpreter: InterpreterRun, name: str) -> None:
+    result = interpreter.result(name)
+    assert result == "ok", f"{name}, under TRITON_INTERPRET=1 in a child process:\n{result}"
 
 
 def _warping_inputs(i0: torch.Tensor, i1: torch.Tensor, flow: torch.Tensor | None = None):
@@ -81,11 +157,9 @@ def test_kernel_paths_are_registered_once_and_resolved_by_name() -> None:
     assert name == "eager" and "CPU" in reason
     assert resolve_kernel("auto", "cuda:0") == ("triton", None)  # Triton is installed here
     assert resolve_kernel("eager", "cpu") == ("eager", None)
-    assert resolve_kernel("triton", "cpu") == ("triton", None)  # interpreted
-    name, reason = resolve_kernel("triton", "cpu", TVL1Params(gamma=0.5))
-    assert name == "eager" and "gamma" in reason
-    name, reason = resolve_kernel("triton", "cpu", TVL1Params(median_filtering=7))
-    assert name == "eager" and "median_filtering=7" in reason
+    if "TRITON_INTERPRET" not in os.environ:  # a user's CPU: the triton path cannot run
+        name, reason = resolve_kernel("triton", "cpu")
+        assert name == "eager" and "TRITON_INTERPRET" in reason
     for bad in ("fast", "Triton", ""):
         with pytest.raises(ValueError, match="unknown TV-L1 kernel"):
             resolve_kernel(bad, "cpu")
@@ -174,15 +248,33 @@ def test_compiled_path_really_compiles_and_agrees_with_eager(pair) -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# Triton kernels (interpreted on the CPU) against the eager path
+# Triton kernels (interpreted on the CPU, in the child process) against the eager path
 
 
-def test_triton_runs_interpreted_here() -> None:
+def test_the_interpreter_stays_in_the_child_process() -> None:
+    """Nothing of the interpreter leaks into this process (and the rest of the session)."""
+    if "TRITON_INTERPRET" not in os.environ:
+        assert not tt.INTERPRETED
+        assert tt.unavailable(torch.device("cpu"), TVL1Params()) is not None
+
+
+@interpreter_check
+def triton_runs_interpreted_and_resolves(pair) -> None:
     assert tt.triton is not None, "Triton is a test dependency (the dev extra)"
-    assert tt.INTERPRETED, "the CPU tests need TRITON_INTERPRET=1 before Triton is imported"
+    assert tt.INTERPRETED, "the CPU checks need TRITON_INTERPRET=1 before Triton is imported"
+    assert resolve_kernel("triton", "cpu") == ("triton", None)  # interpreted
+    name, reason = resolve_kernel("triton", "cpu", TVL1Params(gamma=0.5))
+    assert name == "eager" and "gamma" in reason
+    name, reason = resolve_kernel("triton", "cpu", TVL1Params(median_filtering=7))
+    assert name == "eager" and "median_filtering=7" in reason
 
 
-def test_triton_median_is_exact(pair) -> None:
+def test_triton_runs_interpreted_and_resolves(interpreter) -> None:
+    _check_in_child(interpreter, "triton_runs_interpreted_and_resolves")
+
+
+@interpreter_check
+def triton_median_is_exact(pair) -> None:
     """3x3 and 5x5 medians equal the eager network and OpenCV's medianBlur, ties included."""
     i0, _ = pair
     ties = torch.from_numpy(np.random.default_rng(0).integers(0, 3, (1, 32, 40))).float()
@@ -194,6 +286,10 @@ def test_triton_median_is_exact(pair) -> None:
             assert np.array_equal(got[b].numpy(), cv2.medianBlur(u[b].numpy(), k))
 
 
+def test_triton_median_is_exact(interpreter) -> None:
+    _check_in_child(interpreter, "triton_median_is_exact")
+
+
 def test_triton_median_networks_are_the_generated_ones() -> None:
     """The kernels' generated blocks are what ``median_network_source`` makes today."""
     text = Path(tt.__file__).read_text()
@@ -202,7 +298,8 @@ def test_triton_median_networks_are_the_generated_ones() -> None:
         assert [line.strip() for line in block.splitlines()] == tt.median_network_source(k)
 
 
-def test_triton_iteration_matches_eager_and_freezes_finished_pairs(pair) -> None:
+@interpreter_check
+def triton_iteration_matches_eager_and_freezes_finished_pairs(pair) -> None:
     """One fused iteration = the eager iteration to 1 ulp; a pair not live is copied through
     unchanged; the new live mask is the eager one."""
     i0, i1 = pair
@@ -224,7 +321,12 @@ def test_triton_iteration_matches_eager_and_freezes_finished_pairs(pair) -> None
     assert not got_live[1]
 
 
-def test_triton_solve_agrees_with_eager_and_opencv(pair) -> None:
+def test_triton_iteration_matches_eager_and_freezes_finished_pairs(interpreter) -> None:
+    _check_in_child(interpreter, "triton_iteration_matches_eager_and_freezes_finished_pairs")
+
+
+@interpreter_check
+def triton_solve_agrees_with_eager_and_opencv(pair) -> None:
     """A whole (short) solve on the triton path: the eager flow to float32 rounding, OpenCV's
     to its own agreement, one host read per outer run."""
     i0, i1 = pair
@@ -243,3 +345,7 @@ def test_triton_solve_agrees_with_eager_and_opencv(pair) -> None:
     ref = tv.calc(i0[0].numpy().astype(np.uint8), i1[0].numpy().astype(np.uint8), None)
     assert np.abs(ref).max() > 0.05  # there is flow to agree on
     assert np.linalg.norm(got[0].numpy() - ref, axis=-1).mean() < 1e-3
+
+
+def test_triton_solve_agrees_with_eager_and_opencv(interpreter) -> None:
+    _check_in_child(interpreter, "triton_solve_agrees_with_eager_and_opencv")
