@@ -93,8 +93,9 @@ def test_csv_manifest_labels_splits_ranges_and_duplicates(tmp_path):
     )
     tasks, rejected = list_tasks(manifest=str(tmp_path / "m.csv"), default_split="all")
     by_id = {t.video_id: t for t in tasks}
-    assert sorted(by_id) == ["bee", "dee", "v/a"]
-    a = by_id["v/a"]
+    # A row with a time range and no id is a clip: its id names the range.
+    assert sorted(by_id) == ["bee", "dee", "v/a_000001.500_000003"]
+    a = by_id["v/a_000001.500_000003"]
     assert (a.source, a.label, a.label_index, a.split, a.start, a.end) == (
         str(tmp_path / "v/a.mp4"), "run", 1, "train", 1.5, 3.0,
     )  # fmt: skip
@@ -133,7 +134,7 @@ def test_kinetics_csv_with_path_template(tmp_path):
     full, _ = list_tasks(
         input_path="/yt", manifest=str(tmp_path / "k.csv"), path_template="{youtube_id}.mkv"
     )
-    t = {x.video_id: x for x in full}["-0gR5HK4dkQ"]
+    t = {x.video_id: x for x in full}["-0gR5HK4dkQ_000034_000044"]
     assert (t.source, t.start, t.end, t.label_index) == ("/yt/-0gR5HK4dkQ.mkv", 34, 44, 1)
 
 
@@ -154,3 +155,81 @@ def test_manifest_problems_are_clear(tmp_path):
     (tmp_path / "bad.csv").write_text("id,label\nx,y\n")
     with pytest.raises(ManifestError, match="no 'path'"):
         list_tasks(manifest=str(tmp_path / "bad.csv"))
+
+
+# ---------------------------------------------------------------------------------- #20
+
+
+def test_clips_of_one_video_are_different_videos(tmp_path):
+    """#20 case 5: a Kinetics CSV with two ranges of one youtube_id on full videos failed the
+    second clip as a duplicate. Each range is a video; a repeated range is a true duplicate."""
+    (tmp_path / "k.csv").write_text(
+        "label,youtube_id,time_start,time_end,split\n"
+        "abseiling,abc,1,11,train\n"
+        "abseiling,abc,20,30,train\n"
+        "abseiling,abc,20,30,train\n"
+    )
+    tasks, rejected = list_tasks(
+        input_path="/yt", manifest=str(tmp_path / "k.csv"), path_template="{youtube_id}.mp4"
+    )
+    assert [(t.video_id, t.source, t.start, t.end) for t in tasks] == [
+        ("abc_000001_000011", "/yt/abc.mp4", 1, 11),
+        ("abc_000020_000030", "/yt/abc.mp4", 20, 30),
+    ]
+    assert [(r.video_id, r.stage) for r in rejected] == [("abc_000020_000030", "manifest")]
+    (tmp_path / "m.csv").write_text("path,start,end\nv.mp4,0,5\nv.mp4,5,\nv.mp4,,2.25\n")
+    ids = sorted(t.video_id for t in list_tasks(manifest=str(tmp_path / "m.csv"))[0])
+    assert ids == ["v_000000_000002.250", "v_000000_000005", "v_000005_end"]
+
+
+def test_files_that_share_a_stem_are_two_videos(tmp_path):
+    for name in ("a.ts", "a.mkv", "b.mp4"):
+        _touch(tmp_path / name)
+    tasks, rejected = list_tasks(input_path=str(tmp_path))
+    assert [t.video_id for t in tasks] == ["a.mkv", "a.ts", "b"] and rejected == []
+
+
+@pytest.mark.parametrize("bom", ["\ufeff", ""])
+def test_a_csv_with_a_byte_order_mark_reads_its_header(tmp_path, bom):
+    (tmp_path / "m.csv").write_text(f"{bom}path,label\nx.mp4,run\n", encoding="utf-8")
+    tasks, _ = list_tasks(manifest=str(tmp_path / "m.csv"))
+    assert [(t.video_id, t.label) for t in tasks] == [("x", "run")]
+
+
+def test_a_json_array_manifest(tmp_path):
+    rows = [{"path": "a.mp4", "label": "x"}, {"path": "b.mp4", "start": 1, "end": 2}]
+    (tmp_path / "m.json").write_text(json.dumps(rows))
+    tasks, _ = list_tasks(manifest=str(tmp_path / "m.json"))
+    assert [(t.video_id, t.label, t.start) for t in tasks] == [
+        ("a", "x", None),
+        ("b_000001_000002", None, 1.0),
+    ]
+    (tmp_path / "bad.json").write_text(json.dumps([{"path": "a.mp4"}, "b.mp4"]))
+    with pytest.raises(ManifestError, match="item 2 of the array is not an object"):
+        list_tasks(manifest=str(tmp_path / "bad.json"))
+    (tmp_path / "bad.jsonl").write_text('{"path": "a.mp4"}\n["b.mp4"]\n')
+    with pytest.raises(ManifestError, match=r"bad.jsonl:2: a row must be a JSON object"):
+        list_tasks(manifest=str(tmp_path / "bad.jsonl"))
+
+
+def test_a_bad_value_fails_its_row_by_number_and_the_others_go_on(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "path,id,label_index,start,end\n"
+        "a.mp4,a,abc,,\n"
+        "b.mp4,b,,x,\n"
+        "c.mp4,c,1.5,,\n"
+        "d.mp4,d,,5,2\n"
+        "e.mp4,e,3,1,2\n"
+    )
+    tasks, rejected = list_tasks(manifest=str(manifest))
+    assert [t.video_id for t in tasks] == ["e"]
+    assert [(r.video_id, r.stage, r.error) for r in rejected] == [
+        ("a", "manifest", f"{manifest} row 1: label_index 'abc' is not an integer"),
+        ("b", "manifest", f"{manifest} row 2: start 'x' is not a number of seconds"),
+        ("c", "manifest", f"{manifest} row 3: label_index '1.5' is not an integer"),
+        ("d", "manifest", f"{manifest} row 4: end 2 is not after start 5"),
+    ]
+    (tmp_path / "n.csv").write_text("file,label\nx.mp4,run\n")
+    with pytest.raises(ManifestError, match=r"row 1 has no 'path' \(columns: file, label\)"):
+        list_tasks(manifest=str(tmp_path / "n.csv"))

@@ -373,7 +373,9 @@ def _modality(column: str) -> str:
     return col.modality if col is not None and col.modality else "other"
 
 
-def modality_bytes(out_dir: str | os.PathLike) -> tuple[dict[str, int], str]:
+def modality_bytes(
+    out_dir: str | os.PathLike, files: list[str] | None = None
+) -> tuple[dict[str, int], str]:
     """Bytes per modality (``rgb``, ``flow``, ``pose``, ``keypoints``, ``other``) in the shards.
 
     ``other`` is the scalar columns (ids, sizes, meta). Parquet: the
@@ -382,8 +384,9 @@ def modality_bytes(out_dir: str | os.PathLike) -> tuple[dict[str, int], str]:
     counts add up to the files' sizes. TFRecord only: the summed lengths of the stored values
     (bytes, 4 per float/int32, 8 per int64 scalar). Returns the counts and
     which of the two it measured (``"parquet columns"`` / ``"tfrecord values"``).
+    ``files``: the shard files to count (default: all of ``out_dir``'s).
     """
-    files = shard_files(out_dir)
+    files = shard_files(out_dir) if files is None else files
     sizes: dict[str, int] = defaultdict(int)
     if files and shard_format(files[0]) == "parquet":
         for file in files:
@@ -419,14 +422,46 @@ def _value_bytes(value: Any) -> int:
     return 4
 
 
-def _row_index(out_dir: str | os.PathLike) -> list[tuple[str, int, int]]:
-    """``(video_id, start_frame, num_frames)`` of every row (Parquet: those columns only)."""
+def _row_index(files: list[str], problems: dict[str, str]) -> list[tuple[str, int, int]]:
+    """``(video_id, start_frame, num_frames)`` of every row of ``files`` (Parquet: those
+    columns only); a file that cannot be read is left out and named in ``problems``."""
     columns = ["video_id", "start_frame", "num_frames"]
-    return [
-        (r["video_id"], r["start_frame"], r["num_frames"])
-        for file in shard_files(out_dir)
-        for r in iter_raw_rows(file, columns)
-    ]
+    index = []
+    for file in files:
+        try:
+            rows = [(r["video_id"], r["start_frame"], r["num_frames"])
+                    for r in iter_raw_rows(file, columns)]  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - any reader error: name the file
+            problems[file] = f"unreadable: {file} ({type(exc).__name__}: {exc})"
+            continue
+        index += rows
+    return index
+
+
+def shard_problems(out_dir: str | os.PathLike, manifest: dict | None) -> dict[str, str]:
+    """What is wrong with the shard files that ``manifest`` (``manifest.json``) lists: each
+    one missing, or of another size than it says (truncated or rewritten). Returns
+    ``{path: one line naming the file}``; no file is read (sizes only: ``sha256sum`` checks
+    the SHA-256 that manifest.json records per file)."""
+    if not manifest:
+        return {}
+    out_dir = os.fspath(out_dir)
+    problems = {}
+    for shard in manifest.get("shards", []):
+        for f in shard.get("files", []):
+            path = storage.join(out_dir, f["path"])
+            if not storage.isfile(path):
+                problems[path] = (
+                    f"missing: {f['path']} (manifest.json lists it with {shard['rows']} rows)"
+                )
+                continue
+            size = storage.getsize(path)
+            if size != f["bytes"]:
+                problems[path] = (
+                    f"truncated or changed: {f['path']} is {size} bytes, manifest.json says "
+                    f"{f['bytes']}"
+                )
+    return problems
 
 
 def _mb(n: float) -> str:
@@ -474,7 +509,10 @@ def summary(out_dir: str | os.PathLike, max_videos: int = 20) -> str:
             f"{', '.join(manifest['formats'])}; schema v{manifest['schema_version']}; "
             f"config {manifest.get('config_hash', '?')}"
         )
-    index = _row_index(out_dir) if files else []
+    problems = shard_problems(out_dir, manifest)
+    files = [f for f in files if f not in problems]
+    index = _row_index(files, problems) if files else []
+    files = [f for f in files if f not in problems]
     per_video: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for vid, start, n in index:
         per_video[vid].append((start, n))
@@ -488,7 +526,7 @@ def summary(out_dir: str | os.PathLike, max_videos: int = 20) -> str:
         f"{sum(distinct.values())} frames ({stored} stored), {_mb(on_disk)}"
     )
     if files:
-        sizes, how = modality_bytes(out_dir)
+        sizes, how = modality_bytes(out_dir, files)
         total = sum(sizes.values()) or 1
         order = [m for m in ("rgb", "flow", "pose", "keypoints", "keypoints3d", "other", "footer")
                  if m in sizes]  # fmt: skip
@@ -500,6 +538,8 @@ def summary(out_dir: str | os.PathLike, max_videos: int = 20) -> str:
         for file in every:
             lines.append(f"  {storage.relative(file, out_dir) if is_dir else file}: "
                          f"{_mb(storage.getsize(file))}")  # fmt: skip
+    for problem in problems.values():
+        lines.append(f"  PROBLEM {problem}")
     for vid in sorted(per_video)[:max_videos]:
         lines.append(f"  video {vid}: {len(per_video[vid])} rows, {distinct[vid]} frames")
     if len(per_video) > max_videos:
@@ -519,11 +559,18 @@ def main_inspect(out_dir: str, png: str | None = None, video: str | None = None,
     """``tristream inspect OUT [--png FILE] [--video ID] [--frames N]``: print, then draw.
 
     Prints :func:`summary`; with ``png``, writes :func:`contact_sheet` there.
-    Returns the exit status: 0, or 2 (message on stderr) for a folder without
+    Returns the exit status: 0; 1 when a shard file is missing or damaged
+    (:func:`shard_problems`, or unreadable); 2 (message on stderr) for a folder without
     output or an unknown video.
     """
     try:
-        print(summary(out_dir))
+        text = summary(out_dir)
+        print(text)
+        if "\n  PROBLEM " in text:
+            print(f"tristream inspect: error: {out_dir} has missing or damaged shard files "
+                  "(PROBLEM lines); re-run the same command to rewrite them",
+                  file=sys.stderr)  # fmt: skip
+            return 1
         if png:
             sheet = write_contact_sheet(out_dir, png, video, frames)
             print(f"contact sheet: {png} ({sheet.shape[1]}x{sheet.shape[0]})")

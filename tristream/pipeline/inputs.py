@@ -3,7 +3,9 @@
 Everything here runs once, at pipeline construction: the list of videos, their
 ids, labels, splits and shard assignment are fixed before any worker starts,
 which makes the output independent of scheduling. Paths may be ``s3://`` or
-``gs://`` URIs, read through :mod:`tristream.pipeline.storage` (Beam's FileSystems).
+``gs://`` URIs, listed and read through the one storage layer
+(:mod:`tristream.shards.storage`) on the run's store (``store``: a
+:class:`~tristream.shards.storage.Store` or its config; None: the environment's).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
-from tristream.pipeline import storage
 from tristream.process import VideoTask
+from tristream.shards import storage
+from tristream.shards.storage import StoreLike
+from tristream.transforms.decode import special_file_reason
 
 #: File name suffixes (matched case-insensitively) that make a file a video when a
 #: folder is walked: the containers, animated-image formats and raw video streams
@@ -52,7 +56,8 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class InputFailure:
-    """A manifest row rejected before processing (e.g. a duplicate id)."""
+    """A manifest row or listed file rejected before processing (e.g. a duplicate id, or
+    a named pipe or device in the input folder: stage ``probe``, never opened)."""
 
     video_id: str
     source: str
@@ -86,33 +91,50 @@ def _is_video_name(name: str) -> bool:
     return name.lower().endswith(VIDEO_SUFFIXES) and not name.startswith(".")
 
 
-def _list_stored_videos(uri: str) -> list[tuple[str, str]]:
+def _list_stored_videos(uri: str, store: storage.Store) -> list[tuple[str, str]]:
     """:func:`list_videos` for an object-store URI: a glob, one object, or a prefix (folder)."""
     if glob.has_magic(uri.split("://", 1)[1]):
         root = _glob_root(uri, "/")
-        paths = [p for p, _ in storage.match(uri)]
-    elif storage.exists(uri):
+        paths = [p for p, _ in store.match(uri)]
+    elif store.isfile(uri):
         root, paths = uri.rsplit("/", 1)[0], [uri]
     else:
         root = uri.rstrip("/")
-        found = storage.match(root + "/**")
+        found = store.match(root + "/**")
         paths = [p for p, _ in found if _is_video_name(p.rsplit("/", 1)[-1])]
         if not paths:
             raise FileNotFoundError(f"--input {uri!r}: no videos under this prefix")
-    return sorted((_id_from_path(p, root), p) for p in paths)
+    return _with_ids(paths, root)
 
 
-def list_videos(input_path: str) -> list[tuple[str, str]]:
+def _with_ids(paths: list[str], root: str) -> list[tuple[str, str]]:
+    """(id, path) sorted by id: the path relative to ``root`` without its suffix, or with it
+    for files that share a stem (``a.ts`` and ``a.mkv`` are two videos, ids ``a.ts`` and
+    ``a.mkv``; a stem alone keeps its suffix-less id)."""
+    ids = [_id_from_path(p, root) for p in paths]
+    counts = defaultdict(int)
+    for vid in ids:
+        counts[vid] += 1
+    out = []
+    for vid, path in zip(ids, paths, strict=True):
+        if counts[vid] > 1:
+            vid += os.path.splitext(path.rsplit("/", 1)[-1])[1]
+        out.append((vid, path))
+    return sorted(out)
+
+
+def list_videos(input_path: str, store: StoreLike = None) -> list[tuple[str, str]]:
     """(video_id, path) for every video under a folder (recursive) or matching a glob.
 
     A folder is walked for files named with one of :data:`VIDEO_SUFFIXES`
     (hidden files skipped); a glob takes every file it matches, whatever its
     suffix. The id is the path relative to the folder (or the glob's fixed
     prefix), without suffix, with ``/`` separators. Sorted by id. An ``s3://``
-    or ``gs://`` URI is a prefix of objects (the folder), one object or a glob.
+    or ``gs://`` URI is a prefix of objects (the folder), one object or a glob
+    (:meth:`~tristream.shards.storage.Store.match`: ``*`` within a folder, ``**`` across).
     """
     if storage.is_uri(input_path):
-        return _list_stored_videos(input_path)
+        return _list_stored_videos(input_path, storage.get_store(store))
     if os.path.isdir(input_path):
         root = input_path
         paths = [
@@ -123,41 +145,100 @@ def list_videos(input_path: str) -> list[tuple[str, str]]:
         ]
     elif glob.has_magic(input_path):
         root = _glob_root(input_path)
-        paths = [p for p in glob.glob(input_path, recursive=True) if os.path.isfile(p)]
-    elif os.path.isfile(input_path):
+        paths = [
+            p
+            for p in glob.glob(input_path, recursive=True)
+            if os.path.isfile(p) or special_file_reason(p)  # the latter: reported by list_tasks
+        ]
+    elif os.path.isfile(input_path) or special_file_reason(input_path):
         root = os.path.dirname(input_path)
         paths = [input_path]
     else:
         raise FileNotFoundError(f"--input {input_path!r} is neither a folder, a file nor a glob")
-    return sorted((_id_from_path(p, root), p) for p in paths)
+    return _with_ids(paths, root)
 
 
-def _float_or_none(value) -> float | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _number_or_none(value, name: str) -> float | None:
+    """A manifest time (seconds) or None when blank; ValueError naming the column."""
+    if _blank(value):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} {value!r} is not a number of seconds") from None
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"{name} {value!r} is not a time >= 0")
+    return number
 
 
-def _read_manifest_rows(path: str) -> list[dict]:
+def _int_or_none(value, name: str) -> int | None:
+    """A manifest integer or None when blank; ValueError naming the column."""
+    if _blank(value):
+        return None
+    try:
+        number = float(value)
+        if not number.is_integer():
+            raise ValueError
+        return int(number)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} {value!r} is not an integer") from None
+
+
+def clip_id(stem: str, start, end) -> str:
+    """The id of a clip of a video: ``stem_START_END`` in seconds, as Kinetics names its
+    clips (``abc_000010_000020``); whole seconds as 6 digits, else 3 decimals; an open
+    end is ``end``."""
+
+    def part(value, open_text: str) -> str:
+        if _blank(value):
+            return open_text
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return str(value)  # a bad value: reported when the row is checked
+        return f"{int(number):06d}" if number.is_integer() else f"{number:010.3f}"
+
+    return f"{stem}_{part(start, '000000')}_{part(end, 'end')}"
+
+
+def _read_manifest_rows(path: str, store: StoreLike = None) -> list[dict]:
     """The rows of a JSONL manifest (by suffix) or a CSV one, local or on an object store."""
     if storage.is_uri(path):
-        if not storage.exists(path):
+        store = storage.get_store(store)
+        if not store.isfile(path):
             raise ManifestError(f"manifest not found: {path}")
-        text = storage.read_text(path)
+        text = store.read_text(path)
     else:
         if not os.path.isfile(path):
             raise ManifestError(f"manifest not found: {path}")
         with open(path, encoding="utf-8", newline="") as f:
             text = f.read()
+    text = text.removeprefix("\ufeff")  # a byte-order mark (spreadsheet exports)
     stream = io.StringIO(text, newline="")
+    if path.lower().endswith(".json") and text.lstrip().startswith("["):
+        try:  # one JSON array of row objects
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{path}: not JSON ({exc})") from exc
+        bad = next((i for i, r in enumerate(rows, 1) if not isinstance(r, dict)), None)
+        if bad is not None:
+            raise ManifestError(f"{path}: item {bad} of the array is not an object")
+        return rows
     if path.lower().endswith((".jsonl", ".json", ".ndjson")):
         rows = []
         for n, line in enumerate(stream, 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise ManifestError(f"{path}:{n}: not JSON ({exc})") from exc
+                if not isinstance(row, dict):
+                    raise ManifestError(f"{path}:{n}: a row must be a JSON object")
+                rows.append(row)
         return rows
     return list(csv.DictReader(stream))
 
@@ -177,8 +258,10 @@ def _kinetics_task(row: dict, template: str, root: str, default_split: str) -> d
     # A template that names the time range points at trimmed clips; one that
     # does not points at full videos, which are then cut to the range.
     trimmed = "{time_start" in template
+    stem = os.path.splitext(filename)[0]
     return {
-        "id": os.path.splitext(filename)[0],
+        # A clip of a full video is its own video: its id names its range, as Kinetics ids do.
+        "id": stem if trimmed else clip_id(stem, values["time_start"], values["time_end"]),
         "path": storage.join(root, filename),
         "label": row.get("label"),
         "split": row.get("split") or default_split,
@@ -193,6 +276,7 @@ def list_tasks(
     path_template: str | None = None,
     default_split: str = "train",
     num_shards: int = 0,
+    store: StoreLike = None,
 ) -> tuple[list[VideoTask], list[InputFailure]]:
     """Build the task list, with labels indexed and shards assigned.
 
@@ -204,16 +288,20 @@ def list_tasks(
     Labels without an index get their position in the sorted label set.
     Videos of a split are sorted by id and dealt round-robin to
     ``num_shards`` shards (0: one shard per 100 videos). Returns the tasks
-    and the rows rejected up front (duplicate ids).
+    and the rows rejected up front (duplicate ids; a listed named pipe or device).
+    URIs are read on ``store`` (the run's; None: the environment's).
     """
     raw: list[dict] = []
     if manifest is None:
         if input_path is None:
             raise ValueError("give an input folder/glob or a manifest")
-        raw = [{"id": vid, "path": p, "split": default_split} for vid, p in list_videos(input_path)]
+        raw = [
+            {"id": vid, "path": p, "split": default_split}
+            for vid, p in list_videos(input_path, store)
+        ]
     else:
         root = input_path if input_path else _folder_of(manifest)
-        rows = _read_manifest_rows(manifest)
+        rows = _read_manifest_rows(manifest, store)
         for n, row in enumerate(rows, 1):
             if "youtube_id" in row and "path" not in row:
                 raw.append(
@@ -221,14 +309,19 @@ def list_tasks(
                 )
                 continue
             if not row.get("path"):
-                raise ManifestError(f"{manifest}: row {n} has no 'path'")
+                raise ManifestError(
+                    f"{manifest}: row {n} has no 'path' (columns: {', '.join(map(str, row))})"
+                )
             path = str(row["path"])
             absolute = os.path.isabs(path) or storage.has_scheme(path)
             full = path if absolute else storage.join(root, path)
-            vid = row.get("id") or _id_from_path(full, root)
-            raw.append(
-                {**row, "id": str(vid), "path": full, "split": row.get("split") or default_split}
-            )
+            vid = row.get("id")
+            if not vid:  # a clip (a time range of the file) is its own video
+                vid = _id_from_path(full, root)
+                if not _blank(row.get("start")) or not _blank(row.get("end")):
+                    vid = clip_id(vid, row.get("start"), row.get("end"))
+            raw.append({**row, "id": str(vid), "path": full,
+                        "split": row.get("split") or default_split, "_row": n})  # fmt: skip
 
     labels = sorted({r["label"] for r in raw if r.get("label") not in (None, "")})
     label_index = {label: i for i, label in enumerate(labels)}
@@ -236,6 +329,11 @@ def list_tasks(
     failures: list[InputFailure] = []
     seen: set[str] = set()
     for r in raw:
+        # A named pipe or device among the listed files: ffmpeg could wait on it forever.
+        special = None if manifest or storage.is_uri(r["path"]) else special_file_reason(r["path"])
+        if special:
+            failures.append(InputFailure(r["id"], r["path"], "probe", special))
+            continue
         if r["id"] in seen:
             failures.append(
                 InputFailure(r["id"], r["path"], "manifest", f"duplicate video id {r['id']!r}")
@@ -243,8 +341,17 @@ def list_tasks(
             continue
         seen.add(r["id"])
         label = r.get("label") or None
-        index = r.get("label_index")
-        index = int(index) if index not in (None, "") else label_index.get(label)
+        try:
+            index = _int_or_none(r.get("label_index"), "label_index")
+            index = label_index.get(label) if index is None else index
+            start = _number_or_none(r.get("start"), "start")
+            end = _number_or_none(r.get("end"), "end")
+            if start is not None and end is not None and end <= start:
+                raise ValueError(f"end {end:g} is not after start {start:g}")
+        except ValueError as exc:  # one bad row fails its video, not the run
+            where = f"{manifest} row {r['_row']}" if "_row" in r else manifest
+            failures.append(InputFailure(r["id"], r["path"], "manifest", f"{where}: {exc}"))
+            continue
         tasks.append(
             VideoTask(
                 video_id=r["id"],
@@ -252,8 +359,8 @@ def list_tasks(
                 split=str(r["split"]),
                 label=label,
                 label_index=index,
-                start=_float_or_none(r.get("start")),
-                end=_float_or_none(r.get("end")),
+                start=start,
+                end=end,
             )
         )
 

@@ -12,24 +12,35 @@ next (Debian's 5.1 makes bikes.mp4 152x64 at short side 64, the 9.0 wheel
 150x64), and the shards must not depend on which binary decoded them. Given the
 size, the pixels agree too: ffmpeg 5.1 and 9.0 give byte-identical rgb24 frames
 for the sample videos (see ``docs/decoding.md``).
+
+A decode's ``timeout`` is a stall guard (no new frame from ffmpeg for that long),
+not a budget for the video; a local path that is not a regular file (a named pipe,
+a device) is refused before ffmpeg starts; a stream whose frame size changes
+midway keeps its first size, with one warning (all in ``docs/decoding.md``).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
+import logging
 import math
 import os
 import re
 import shutil
+import stat
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
 import ffmpeg
 import numpy as np
+
+LOG = logging.getLogger(__name__)
 
 
 class DecodeError(RuntimeError):
@@ -112,14 +123,52 @@ def ffprobe_exe() -> str | None:
     return None
 
 
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def special_file_reason(path: str) -> str | None:
+    """Why the local ``path`` is refused as a video when it is neither a regular file nor
+    a folder (a named pipe, device or socket, on which ffmpeg could wait forever), else None.
+
+    Only looks (``os.stat``, following links); never opens the file. The reason is the
+    error that :func:`probe` and :func:`decode_segments` raise for it.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return _special_reason(path, mode)
+
+
+def _special_reason(path: str, mode: int) -> str | None:
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = next((name for test, name in _SPECIAL_FILES if test(mode)), "a special file")
+    return f"not a regular file ({kind}; it could block the decode forever): {path}"
+
+
 def _check_readable(path: str) -> None:
+    """Raise :class:`DecodeError` for a local path that ffmpeg must not be started on:
+    missing, a folder, not a regular file (see :func:`special_file_reason`), or empty."""
     if "://" in path:
         return  # a URL: let ffmpeg tell
-    if not os.path.exists(path):
-        raise DecodeError(f"file not found: {path}")
-    if os.path.isdir(path):
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise DecodeError(f"file not found: {path}") from None
+    except OSError as exc:
+        raise DecodeError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
         raise DecodeError(f"is a directory, not a video: {path}")
-    if os.path.isfile(path) and os.path.getsize(path) == 0:
+    special = _special_reason(path, info.st_mode)
+    if special:
+        raise DecodeError(special)
+    if info.st_size == 0:
         raise DecodeError(f"empty file (0 bytes): {path}")
 
 
@@ -209,16 +258,21 @@ def probe(path: str, timeout: float | None = 60.0) -> VideoInfo:
 
     Uses ffprobe when one is available next to ffmpeg, else parses
     ``ffmpeg -i``. Raises :class:`DecodeError` with a readable reason for a
-    missing, empty or unreadable file, or a file with no video stream.
+    missing, empty or unreadable file, a local path that is not a regular file
+    (a named pipe, a device: refused before any ffmpeg starts), or a file with no
+    video stream. ``timeout`` (seconds; None or 0: none) bounds this one probe: a
+    probe that has not answered by then is stopped and raises a "stalled probe" error.
     """
     _check_readable(path)
+    timeout = timeout or None
     exe = ffprobe_exe()
     try:
         if exe:
             return _probe_ffprobe(path, exe, timeout)
         return _probe_ffmpeg(path, ffmpeg_exe(), timeout)
     except subprocess.TimeoutExpired as exc:
-        raise DecodeError(f"probe timed out after {timeout:.1f} s") from exc
+        tool = "ffprobe" if exe else "ffmpeg"
+        raise DecodeError(f"no answer from {tool} for {timeout:g} s (stalled probe)") from exc
 
 
 def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -284,8 +338,14 @@ def decode_command(
         width, height = output_size(*info.display_size, short_side)
         stream = stream.filter("scale", width, height, flags="bilinear")
     out = ffmpeg.output(stream, "pipe:", format="image2pipe", vcodec="ppm", pix_fmt="rgb24")
-    out = out.global_args("-nostdin", "-hide_banner", "-loglevel", "error")
+    # Verbose, each line tagged with its level: decode_segments keeps the errors (a
+    # failure's reason) and reads the frame sizes entering the filter graph from it.
+    out = out.global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+verbose")
     return out.compile(cmd=ffmpeg_exe())
+
+
+class _StreamError(DecodeError):
+    """ffmpeg's frame stream broke off; :func:`decode_segments` adds ffmpeg's reason."""
 
 
 def _read_ppm(pipe) -> np.ndarray | None:
@@ -295,12 +355,12 @@ def _read_ppm(pipe) -> np.ndarray | None:
         line = pipe.readline()
         if not line:
             if header:
-                raise DecodeError("stream ended inside a frame header")
+                raise _StreamError("stream ended inside a frame header")
             return None
         header.extend(line.split())
     magic, w, h, maxval = header[:4]
     if magic != b"P6" or maxval != b"255":
-        raise DecodeError(f"unexpected frame header from ffmpeg: {b' '.join(header)!r}")
+        raise _StreamError(f"unexpected frame header from ffmpeg: {b' '.join(header)!r}")
     width, height = int(w), int(h)
     frame = np.empty((height, width, 3), dtype=np.uint8)
     view = memoryview(frame).cast("B")
@@ -308,9 +368,108 @@ def _read_ppm(pipe) -> np.ndarray | None:
     while got < len(view):
         n = pipe.readinto(view[got:])
         if not n:
-            raise DecodeError(f"stream ended inside a frame ({got} of {len(view)} bytes)")
+            raise _StreamError(f"stream ended inside a frame ({got} of {len(view)} bytes)")
         got += n
     return frame
+
+
+#: A line's level tag under ``-loglevel level+...``, after its ``[context @ 0x..]`` prefixes.
+_LEVEL_RE = re.compile(
+    r"^((?:\[[^\[\]]*\] )*)\[(trace|debug|verbose|info|warning|error|fatal|panic)\](?: |$)"
+)
+#: The filter graph's input (the ``buffer`` source) logs, at verbose level, the size of
+#: the decoded frames it is set up for: once at the start, and again whenever ffmpeg sets
+#: the graph up anew because the frames changed (both 5.1 and 9.0 log it this way).
+_GRAPH_INPUT_RE = re.compile(r"input from stream[^\]]*\].*?\bw:(\d+) h:(\d+) pixfmt:")
+
+
+class _FfmpegLog:
+    """ffmpeg's stderr, read line by line in a thread as ffmpeg writes it: the last error
+    lines (a failure's reason), whether a demuxer reported a partial file, and the
+    distinct sizes of the decoded frames entering the filter graph, in order."""
+
+    def __init__(self, stream):
+        self.errors: collections.deque[str] = collections.deque(maxlen=50)
+        self.partial = False
+        self.sizes: list[tuple[int, int]] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for raw in stream:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            size = _GRAPH_INPUT_RE.search(line)
+            if size:
+                wh = (int(size[1]), int(size[2]))
+                if wh not in self.sizes and len(self.sizes) < 16:
+                    self.sizes.append(wh)
+                continue
+            level = _LEVEL_RE.match(line)
+            if level is None:
+                self.errors.append(line)  # a message's continuation line
+            elif level[2] in ("error", "fatal", "panic"):
+                self.errors.append(level[1] + line[level.end() :])
+                # The MP4 demuxer's "stream 0, offset 0x..: partial file".
+                self.partial = self.partial or line.endswith("partial file")
+
+    def join(self) -> None:
+        self._thread.join(timeout=5)
+
+    def reason(self) -> str:
+        return _stderr_reason("\n".join(self.errors))
+
+
+class _StallGuard:
+    """Kills ``proc`` when one wait on it (a ``with guard.waiting():`` block) lasts
+    ``seconds``. Time outside those blocks (the consumer holding a segment) never counts.
+
+    One watcher thread per decode; it sleeps without a deadline while nobody waits on
+    ffmpeg, and while frames flow it wakes about once every ``seconds``, not per frame.
+    """
+
+    def __init__(self, proc: subprocess.Popen, seconds: float):
+        self.seconds = seconds
+        self.fired = False
+        self._proc = proc
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self._idle = True  # the watcher waits without a deadline: it must be woken
+        self._closed = False
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="ffmpeg-stall")
+        self._thread.start()
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        with self._cond:
+            self._deadline = time.monotonic() + self.seconds
+            if self._idle:
+                self._cond.notify()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._deadline = None
+
+    def _watch(self) -> None:
+        with self._cond:
+            while not self._closed:
+                if self._deadline is None:
+                    self._idle = True
+                    self._cond.wait()
+                    self._idle = False
+                    continue
+                left = self._deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                self.fired = True
+                self._proc.kill()
+                return
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
 
 
 def decode_segments(
@@ -333,10 +492,23 @@ def decode_segments(
     rotation, the fps filter and the resize (see :func:`decode_command`; the
     size comes from :func:`output_size`). ``info`` is the video's
     :func:`probe` result, when the caller has it; without it a resize probes
-    the video first (within ``timeout``). Memory holds at most one segment.
-    ``timeout`` (seconds) kills a hung decode. Raises :class:`DecodeError`
-    with ffmpeg's reason on failure (with the probe's for an unreadable file),
-    when fewer than ``min_frames`` frames are decoded, and for a truncated file
+    the video first (that probe within ``timeout``). Memory holds at most one segment.
+
+    ``timeout`` (seconds; None or 0: none) is a stall guard: when ffmpeg delivers no
+    new frame for that long while this function waits for one (the first frame
+    included, and ffmpeg's exit after the last), ffmpeg is killed and a "stalled
+    decode" :class:`DecodeError` raised. The clock restarts with every frame and stops
+    while a segment is out with the caller, so slow work between segments (flow, pose)
+    never counts, however long the video.
+
+    Every frame has the first frames' size: a stream whose frame size changes midway
+    is resized to the size computed from ``info`` (or kept at its first decoded
+    size, for ``short_side`` 0), so frames of another size are stretched to it, and one
+    warning per video names both sizes (see ``docs/decoding.md``).
+
+    Raises :class:`DecodeError` with ffmpeg's reason on failure (with the probe's for
+    an unreadable file), for a local path that is not a regular file (before starting
+    ffmpeg), when fewer than ``min_frames`` frames are decoded, and for a truncated file
     (ffmpeg's demuxer reports a partial file) — always before the segment
     marked ``is_last`` is yielded, so a consumer never takes a failed video
     for a complete one. ``on_frame()`` is called as each frame arrives from
@@ -345,43 +517,69 @@ def decode_segments(
     if max_frames < 2:
         raise ValueError("max_frames must be at least 2 (segments overlap by one frame)")
     _check_readable(path)
+    timeout = timeout or None
     if info is None and short_side and short_side > 0:
         info = probe(path, timeout=timeout)
     cmd = decode_command(path, fps=fps, short_side=short_side, start=start, end=end, info=info)
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    stderr_tail: collections.deque[bytes] = collections.deque(maxlen=50)
-    drain = threading.Thread(target=lambda: stderr_tail.extend(proc.stderr), daemon=True)
-    drain.start()
-    timed_out = threading.Event()
+    log = _FfmpegLog(proc.stderr)
+    guard = _StallGuard(proc, timeout) if timeout else None
+    waiting = guard.waiting if guard else contextlib.nullcontext
+    # The size every frame is resized from: the probed one when the size comes from it.
+    resized = info is not None and bool(short_side) and short_side > 0
+    expected = (info.width, info.height) if resized else None
+    warned = False
 
-    def _kill() -> None:
-        timed_out.set()
-        proc.kill()
-
-    timer = threading.Timer(timeout, _kill) if timeout else None
-    if timer:
-        timer.daemon = True
-        timer.start()
+    def _stall_error() -> DecodeError | None:
+        if guard is not None and guard.fired:
+            return DecodeError(f"no frame from ffmpeg for {timeout:g} s (stalled decode)")
+        return None
 
     def _fail(message: str) -> DecodeError:
-        if timed_out.is_set():
-            return DecodeError(f"decode timed out after {timeout:.1f} s")
-        proc.wait()
-        drain.join(timeout=5)
-        reason = _stderr_reason(b"".join(stderr_tail).decode("utf-8", "replace"))
-        return DecodeError(f"{message} (ffmpeg exit {proc.returncode}: {reason})")
+        stalled = _stall_error()
+        if stalled:
+            return stalled
+        with waiting():
+            proc.wait()
+        log.join()
+        reason = log.reason()
+        return _stall_error() or DecodeError(f"{message} (ffmpeg exit {proc.returncode}: {reason})")
+
+    def _warn_on_size_change(out: np.ndarray) -> None:
+        nonlocal warned
+        sizes = log.sizes
+        first = expected or (sizes[0] if sizes else None)
+        other = next((s for s in sizes if s != first), None)
+        if warned or other is None:
+            return
+        warned = True
+        stored = f"{out.shape[1]}x{out.shape[0]}"
+        if other == sizes[0]:  # not a change: the frames are not the size the probe found
+            LOG.warning("%s: the frames are %dx%d, but the probe found %dx%d; all frames are "
+                        "stored at %s (from the probed size), stretched to it",
+                        path, *other, *first, stored)  # fmt: skip
+            return
+        LOG.warning(
+            "%s: the frame size changes within the video, from %dx%d to %dx%d; all frames "
+            "are stored at %s (from the first size), those of the other size stretched "
+            "to it", path, *first, *other, stored,
+        )  # fmt: skip
+
+    def _next_frame() -> np.ndarray | None:
+        with waiting():
+            return _read_ppm(proc.stdout)
 
     def _finish(total: int) -> None:
         """At end of stream: raise unless ffmpeg ended cleanly on a whole file."""
         proc.stdout.close()
-        rc = proc.wait()
-        drain.join(timeout=5)
-        if rc != 0 or timed_out.is_set():
+        with waiting():
+            rc = proc.wait()
+        log.join()
+        if rc != 0 or _stall_error():
             raise _fail("ffmpeg failed")
-        log = b"".join(stderr_tail).decode("utf-8", "replace")
-        if "partial file" in log:
+        if log.partial:
             raise DecodeError(f"truncated file: data ends early after {total} frame(s)")
         if total == 0:
             raise _fail("no frames decoded")
@@ -392,34 +590,33 @@ def decode_segments(
         buffer: list[np.ndarray] = []
         index = 0
         start_frame = 0
-        pending = _read_ppm(proc.stdout)
+        pending = _next_frame()
         if pending is None:
             _finish(0)
         while pending is not None:
             buffer.append(pending)
             if on_frame is not None:
                 on_frame()
-            pending = _read_ppm(proc.stdout)
+            if not warned and log.sizes:
+                _warn_on_size_change(pending)
+            pending = _next_frame()
             if len(buffer) == max_frames or pending is None:
                 if pending is None:
                     # Check the whole decode before the last segment leaves: a
                     # consumer that saw is_last may treat the video as complete.
                     _finish(start_frame + len(buffer))
+                    _warn_on_size_change(buffer[-1])
                 yield Segment(index, start_frame, np.stack(buffer), is_last=pending is None)
                 if pending is None:
                     break
                 index += 1
                 start_frame += len(buffer) - 1
                 buffer = [buffer[-1]]
-    except DecodeError as exc:
-        if "(ffmpeg exit" in str(exc) or any(
-            word in str(exc) for word in ("timed out", "truncated", "only ")
-        ):
-            raise
+    except _StreamError as exc:
         raise _fail(str(exc)) from exc
     finally:
-        if timer:
-            timer.cancel()
+        if guard:
+            guard.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()

@@ -1,0 +1,69 @@
+"""Shards that account for themselves (#20): ``--num-shards N`` writes N files, manifest.json
+lists every file with its rows, bytes and SHA-256, and ``inspect`` names a missing or
+truncated shard. Oracles: hashlib over the files' bytes, pyarrow's own row counts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tristream.cli import main
+
+
+@pytest.fixture(scope="module")
+def seven_shards(tmp_path_factory, bikes, carphone) -> Path:
+    """A run of 2 videos into ``--num-shards 7`` (flow off, tiny frames)."""
+    out = tmp_path_factory.mktemp("acct") / "o"
+    manifest = out.parent / "m.csv"
+    manifest.write_text(f"id,path,end\nbikes,{bikes},1\ncarphone,{carphone},1\n")
+    argv = ["run", "--manifest", str(manifest), "--output", str(out), "--flow", "none",
+            "--short-side", "32", "--fps", "5", "--num-shards", "7"]  # fmt: skip
+    assert main(argv) == 0
+    return out
+
+
+def test_num_shards_n_writes_n_files_each_accounted_for(seven_shards):
+    """#20: `--num-shards 7` for 4 videos wrote 4 files named -of-00007."""
+    out = seven_shards
+    names = sorted(p.name for p in (out / "shards").iterdir())
+    assert names == [f"train-{i:05d}-of-00007.parquet" for i in range(7)]
+    manifest = json.loads((out / "manifest.json").read_text())
+    listed = {f["path"]: (s["rows"], f) for s in manifest["shards"] for f in s["files"]}
+    assert sorted(listed) == [f"shards/{n}" for n in names]
+    for rel, (rows, f) in listed.items():
+        data = (out / rel).read_bytes()
+        assert f["bytes"] == len(data)
+        assert f["sha256"] == hashlib.sha256(data).hexdigest()
+        assert pq.read_metadata(out / rel).num_rows == rows
+    assert sum(rows for rows, _ in listed.values()) == manifest["totals"]["rows"] == 2
+    assert sum(rows == 0 for rows, _ in listed.values()) == 5
+
+
+def test_inspect_names_a_missing_and_a_truncated_shard(seven_shards, tmp_path, capsys):
+    out = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(seven_shards, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    full = [f["path"] for s in manifest["shards"] if s["rows"] for f in s["files"]]
+    assert main(["inspect", str(out)]) == 0
+    capsys.readouterr()
+    (out / full[0]).unlink()
+    data = (out / full[1]).read_bytes()
+    (out / full[1]).write_bytes(data[: len(data) // 2])
+    assert main(["inspect", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert f"PROBLEM missing: {full[0]} (manifest.json lists it with 1 rows)" in captured.out
+    assert (
+        f"PROBLEM truncated or changed: {full[1]} is {len(data) // 2} bytes, manifest.json "
+        f"says {len(data)}" in captured.out
+    )
+    assert "missing or damaged shard files" in captured.err
+    # A truncated file that no manifest describes is still named, not a traceback.
+    (out / "manifest.json").unlink()
+    assert main(["inspect", str(out)]) == 1
+    assert f"PROBLEM unreadable: {out / full[1]}" in capsys.readouterr().out
