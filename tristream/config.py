@@ -57,7 +57,7 @@ def _flow_encodings() -> tuple[str, ...]:
 
 
 def _flow_kernels() -> tuple[str, ...]:
-    from tristream.models.tvl1.paths import KERNEL_CHOICES
+    from tristream.models.tvl1.names import KERNEL_CHOICES
 
     return KERNEL_CHOICES
 
@@ -75,7 +75,7 @@ def _pose_precisions() -> tuple[str, ...]:
 
 
 def _pose_decoders() -> tuple[str, ...]:
-    from tristream.transforms.pose import DECODERS
+    from tristream.transforms.pose_names import DECODERS
 
     return DECODERS
 

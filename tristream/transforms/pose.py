@@ -46,6 +46,7 @@ import torch.nn.functional as F
 
 from tristream.models.pose_resnet import PoseModel
 from tristream.shards.coco import FLIP_PAIRS, NUM_JOINTS
+from tristream.transforms.pose_names import DECODERS
 
 __all__ = [
     "DECODERS",
@@ -62,7 +63,6 @@ __all__ = [
     "heatmap_to_frame",
 ]
 
-DECODERS = ("argmax", "soft-argmax", "dark")
 SCALE_FACTOR = 1.25  # box enlargement of Simple Baselines
 DEFAULT_BETA = 16.0  # soft-argmax sharpness on max-normalised maps (see decode_heatmaps)
 #: ``--pose-precision`` names -> the autocast dtype of a torch pose model (None: float32).

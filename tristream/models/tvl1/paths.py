@@ -1,4 +1,4 @@
-"""The kernel paths of the TV-L1 solver, registered by name here and nowhere else.
+"""The kernel paths of the TV-L1 solver (registered by name in :mod:`.names` only).
 
 * ``eager``: plain torch ops (:mod:`.ops`) under the torch driver (:mod:`.torch_solver`);
   the reference, runs anywhere torch runs.
@@ -9,8 +9,9 @@
 * ``fused``: the whole solver as fused CPU kernels compiled with numba (:mod:`.cpu`),
   parallel over pairs; the CPU default.
 
-Each path is a class named by import path in :data:`PATHS`, so a worker process that
-imports this module has every path (nothing is registered at run time).
+Each path is a class named by import path in :data:`~.names.PATHS` (the registry, in
+:mod:`.names`, importable without torch), so a worker process has every path (nothing is
+registered at run time).
 """
 
 from __future__ import annotations
@@ -23,30 +24,10 @@ import torch
 
 from tristream.models.tvl1 import ops, torch_solver
 from tristream.models.tvl1.base import KernelPath, KernelUnavailable, TVL1Stats
+from tristream.models.tvl1.names import AUTO_KERNELS, KERNEL_CHOICES, KERNELS, PATHS
 from tristream.models.tvl1.params import TVL1Params
 
 __all__ = ["AUTO_KERNELS", "KERNELS", "KERNEL_CHOICES", "PATHS", "make_path"]
-
-#: Kernel path name -> "module:class" of its implementation.
-PATHS: dict[str, str] = {
-    "eager": "tristream.models.tvl1.paths:EagerPath",
-    "compiled": "tristream.models.tvl1.paths:CompiledPath",
-    "triton": "tristream.models.tvl1.triton_kernels:TritonPath",
-    "fused": "tristream.models.tvl1.paths:FusedCpuPath",
-}
-
-#: The kernel paths, by name.
-KERNELS: tuple[str, ...] = tuple(PATHS)
-
-#: Accepted ``kernel`` arguments: a path of :data:`KERNELS`, or ``auto``.
-KERNEL_CHOICES: tuple[str, ...] = ("auto", *KERNELS)
-
-#: What ``auto`` tries, in order, per device type (the first that can run is used; eager
-#: always can): the fastest exact path of each device.
-AUTO_KERNELS: dict[str, tuple[str, ...]] = {
-    "cuda": ("triton", "eager"),
-    "cpu": ("fused", "eager"),
-}
 
 
 def make_path(name: str, threads: int | None = None) -> KernelPath:
