@@ -121,6 +121,15 @@ def test_mmpose_metadata_needs_trust_and_gives_input_size_and_normalisation(tmp_
     assert pm.source == "mmpose" and pm.input_size == (384, 288)
     assert np.allclose(pm.mean, IMAGENET_MEAN, atol=1e-4)
     assert np.allclose(pm.std, IMAGENET_STD, atol=1e-4)
+    # The command line offers what the message names: without the flag the run stops at
+    # start (exit 2, nothing written), with it the checkpoint loads.
+    from tristream.config import RunConfig
+    from tristream.process import check_files
+
+    options = dict(output=str(tmp_path / "o"), input=str(tmp_path), pose_model=str(path))
+    with pytest.raises(ValueError, match="give --trust-checkpoint"):
+        check_files(RunConfig.from_options(**options))
+    check_files(RunConfig.from_options(**options, trust_checkpoint=True))
 
 
 def test_other_architectures_fail_with_missing_and_unexpected_keys(tmp_path):

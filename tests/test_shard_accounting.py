@@ -29,7 +29,7 @@ def seven_shards(tmp_path_factory, bikes, carphone) -> Path:
 def test_num_shards_n_writes_n_files_each_accounted_for(seven_shards):
     """#20: `--num-shards 7` for 4 videos wrote 4 files named -of-00007."""
     out = seven_shards
-    names = sorted(p.name for p in (out / "shards").iterdir())
+    names = sorted(p.name for p in (out / "shards").glob("*.parquet"))
     assert names == [f"train-{i:05d}-of-00007.parquet" for i in range(7)]
     manifest = json.loads((out / "manifest.json").read_text())
     listed = {f["path"]: (s["rows"], f) for s in manifest["shards"] for f in s["files"]}
@@ -67,3 +67,28 @@ def test_inspect_names_a_missing_and_a_truncated_shard(seven_shards, tmp_path, c
     (out / "manifest.json").unlink()
     assert main(["inspect", str(out)]) == 1
     assert f"PROBLEM unreadable: {out / full[1]}" in capsys.readouterr().out
+
+
+def test_two_clips_of_one_full_video_are_both_written(tmp_path, bikes):
+    """#20 case 5 on a real clip: a Kinetics CSV with two time ranges of one youtube_id on
+    full videos (`--path-template '{youtube_id}.mp4'`) once failed the second clip as a
+    duplicate. Both are written, each with its own frames."""
+    import shutil
+
+    videos = tmp_path / "yt"
+    videos.mkdir()
+    shutil.copy(bikes, videos / "bikes.mp4")
+    csv = tmp_path / "k.csv"
+    csv.write_text("label,youtube_id,time_start,time_end,split\n"
+                   "riding,bikes,0,1,train\nriding,bikes,5,6,train\n")  # fmt: skip
+    out = tmp_path / "o"
+    argv = ["run", "--manifest", str(csv), "--input", str(videos), "--output", str(out),
+            "--path-template", "{youtube_id}.mp4", "--flow", "none", "--short-side", "32",
+            "--fps", "5"]  # fmt: skip
+    assert main(argv) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["totals"]["videos_written"] == 2 and manifest["totals"]["videos_failed"] == 0
+    table = pq.read_table(next((out / "shards").glob("*.parquet")))
+    assert table.column("video_id").to_pylist() == ["bikes_000000_000001", "bikes_000005_000006"]
+    first, second = (table.column("rgb")[i].as_py()[0] for i in range(2))
+    assert first != second  # frames of 0 s and of 5 s, not one clip twice

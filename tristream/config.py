@@ -422,6 +422,12 @@ class PersonsConfig:
         choices=_pose_decoders,
         group="persons",
     )
+    trust_checkpoint: bool = option(
+        False,
+        "unpickle a torch pose checkpoint fully when torch's safe loading refuses it "
+        "(objects besides the weights): only for files you trust",
+        group="persons",
+    )
     flip_test: bool = option(
         False,
         "average the heatmaps with those of the flipped crop (heatmap models)",

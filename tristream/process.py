@@ -161,7 +161,8 @@ class Models:
             from tristream.models.zoo import load_pose
             from tristream.transforms.pose import PRECISIONS, PoseEstimator
 
-            model = load_pose(p.pose_model, device=config.run.device, pose_format=p.pose_format)
+            model = load_pose(p.pose_model, device=config.run.device, pose_format=p.pose_format,
+                              trust_checkpoint=p.trust_checkpoint)  # fmt: skip
             dtype = PRECISIONS[p.pose_precision]
             if dtype is not None and isinstance(model, PoseModel) and model.device.type != "cuda":
                 LOG.warning("--pose-precision %s applies on CUDA only; the pose model runs "
@@ -221,7 +222,8 @@ def check_models(config: RunConfig) -> None:
         from tristream.models.zoo import load_pose
         from tristream.transforms.pose import PoseEstimator
 
-        model = load_pose(p.pose_model, device="cpu", pose_format=p.pose_format)
+        model = load_pose(p.pose_model, device="cpu", pose_format=p.pose_format,
+                          trust_checkpoint=p.trust_checkpoint)  # fmt: skip
         PoseEstimator(
             model, decoder=p.pose_decoder, flip_test=p.flip_test, keypoints3d=p.keypoints3d
         )

@@ -363,8 +363,8 @@ def _load_file(path: Path, trust_checkpoint: bool):
         if not trust_checkpoint:
             raise ValueError(
                 f"{path}: torch.load(weights_only=True) refused objects in this checkpoint "
-                "(e.g. metadata). If you trust the file, pass trust_checkpoint=True to "
-                "unpickle it fully."
+                "(e.g. metadata). If you trust the file, give --trust-checkpoint (Python: "
+                "trust_checkpoint=True) to unpickle it fully."
             ) from exc
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises KeyError, RuntimeError, EOFError... on garbage

@@ -32,7 +32,12 @@ POSE_FORMATS = ("auto", *FAMILIES)
 POSE_PRECISIONS = ("fp32", "fp16", "bf16")
 
 
-def load_pose(path: str | Path, device: str = "auto", pose_format: str = "auto"):
+def load_pose(
+    path: str | Path,
+    device: str = "auto",
+    pose_format: str = "auto",
+    trust_checkpoint: bool = False,
+):
     """Open a top-down pose model of any supported kind, chosen by the file's content.
 
     Args:
@@ -41,6 +46,8 @@ def load_pose(path: str | Path, device: str = "auto", pose_format: str = "auto")
             mmpose layout) or a TorchScript heatmap model.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         pose_format: one of :data:`POSE_FORMATS`; torch files are heatmap models.
+        trust_checkpoint: unpickle a torch checkpoint fully when safe loading refuses
+            it (``--trust-checkpoint``; only for files you trust).
 
     Returns:
         an :class:`~tristream.models.pose_onnx.OnnxPoseModel` or a
@@ -65,4 +72,4 @@ def load_pose(path: str | Path, device: str = "auto", pose_format: str = "auto")
         )
     from tristream.models.pose_resnet import load_pose_model
 
-    return load_pose_model(path, device=device)
+    return load_pose_model(path, device=device, trust_checkpoint=trust_checkpoint)
