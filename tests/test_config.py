@@ -232,3 +232,19 @@ def test_the_readme_option_table_is_the_one_the_config_makes():
     done = subprocess.run([sys.executable, "scripts/options_table.py", "--check"], cwd=repo,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, "README.md is stale: run python scripts/options_table.py"
+
+
+def test_the_closing_summary_lists_at_most_failures_shown():
+    """#20: the final summary listed every failure with no limit."""
+    from tristream.cli import summary
+
+    totals = {"videos_written": 0, "videos": 25, "videos_failed": 25, "rows": 0, "frames": 0,
+              "bytes": 0}  # fmt: skip
+    manifest = {"totals": totals, "modalities": ["rgb"], "formats": ["parquet"],
+                "schema_version": 1, "shards": []}  # fmt: skip
+    failures = [{"video_id": f"v{i}", "stage": "probe", "error": "bad"} for i in range(25)]
+    lines = summary(manifest, failures, "OUT", limit=20).splitlines()
+    listed = [ln for ln in lines if ln.startswith("  FAILED ")]
+    assert [ln.split()[1] for ln in listed] == [f"v{i}" for i in range(20)]
+    assert lines[-1] == "  ... 5 more in OUT/failures.jsonl"
+    assert "more in" not in summary(manifest, failures[:20], "OUT", limit=20)
