@@ -16,7 +16,6 @@ import os
 import pickle
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -163,13 +162,12 @@ def test_two_stores_with_different_endpoints_do_not_interfere(two_servers, no_en
     body = client_b.get_object(Bucket="shared", Key="only-b.txt")["Body"].read()
     assert body == b"written through b\n"
     assert b.isfile("s3://shared/only-b.txt") and not a.isfile("s3://shared/only-b.txt")
-    # A store on an endpoint that does not answer fails alone, in one line, quickly.
+    # A store on an endpoint that does not answer fails alone, in one line (how many tries
+    # it makes is counted in tests/test_object_store.py), and the good one keeps working.
     dead = f"http://127.0.0.1:{free_port()}"
     bad = Store(StoreConfig(s3_endpoint=dead, retry_attempts=1, connect_timeout=2))
-    t0 = time.monotonic()
     with pytest.raises(StorageError, match=f"cannot connect to the object store at {dead}"):
         bad.check_bucket(uri)
-    assert time.monotonic() - t0 < 30
     assert a.read_text(uri).encode() == data_a
 
 
