@@ -16,8 +16,8 @@ import sys
 
 
 def test_every_triton_kernel_compiles_for_every_gpu_generation_without_spills() -> None:
-    # Imported here, not at collection: tests/test_tvl1_kernels.py sets TRITON_INTERPRET
-    # before Triton's first import in this process.
+    # The compile runs in a fresh process without TRITON_INTERPRET (whatever the caller's
+    # environment holds), as ahead-of-time compiles need Triton's compiler.
     from tristream.models.tvl1 import triton_kernels
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
