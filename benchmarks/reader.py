@@ -1,169 +1,271 @@
-"""Read throughput of :class:`tristream.shards.ShardDataset` against a plain decode loop.
+"""The trainer's read path: ShardDataset (Parquet, TFRecord) against rawframes and decord.
 
-Run from the repository root::
+Run from the repository root (decord: ``pip install decord``, benchmarks only)::
 
-    python benchmarks/reader.py                       # synthetic shards in a temp dir
-    python benchmarks/reader.py --shards OUT/shards   # a run's shards
-    python benchmarks/reader.py --rows 8 --frames 48 --clip-len 32 --repeat 3
+    python benchmarks/reader.py                      # the table, both dtypes
+    python benchmarks/reader.py --memory             # also worker memory over 100..1000 shards
+    python benchmarks/reader.py --epochs 2 --dtypes uint8
 
-Without ``--shards`` it writes ``--rows`` rows of ``--frames`` synthetic
-256x340 frames (smooth moving textures, so JPEG sizes are realistic) with the
-project's writers, as the pipeline builds rows (``tristream.shards.row.encode_row``): RGB as JPEG,
-flow as two grayscale JPEG planes per frame pair, in ``--files`` Parquet (or
-``--format tfrecord``) shards.
+The clips: the real sample videos (``scripts/samples.py``: bikes, carphone, Big Buck
+Bunny), each looped to 10 s from two start points (0 s and 2 s) and re-encoded
+(H.264, libx264 defaults, 25 fps, a keyframe every 2 s), so six real 10 s clips.
+tristream's decode (25 fps, short side 256) makes one 250-frame row of each (RGB
+JPEG q95, as ``tristream run``); the rows go into Parquet and TFRecord shards (3 rows
+per file, with their frame indexes) and, as the very same JPEG bytes, into mmaction2's
+"rawframes" layout (``<video>/img_00001.jpg`` ...).
 
-Measured on the same rows, one clip of ``--clip-len`` frames per row per epoch:
+Every reader makes the same clips: ``--clip-len`` frames (16) at ``--stride`` (2),
+a random ``--crop`` (224) crop and a flip, from the same frame indices, crops and
+flips (``ClipSampler``/``CropFlip``/``sample_rng`` of ``tristream.shards``, seeded
+alike), through a ``DataLoader(num_workers=--workers, batch_size=--batch-size)``,
+as ``float32`` in [-1, 1] or ``uint8`` levels (``--dtypes``):
 
-- ``baseline``: pyarrow reads the row (``read_row_group`` of the modality
-  columns; TFRecord: the project's record parser) and ``cv2.imdecode`` decodes
-  the clip's frames of every requested modality (centre clip; flow planes as
-  grayscale). No crop, no normalisation, no tensors: the floor of the work.
-- ``read_rows``: :func:`tristream.shards.read_rows`, which decodes every frame
-  of every row (what a reader without clip sampling pays), plus the same clip slice.
-- ``ShardDataset DTYPE, N workers``: ``ShardDataset(train=True, dtype=DTYPE)``
-  (random clip, random ``--crop`` crop, flip; float tensors in [-1, 1], or
-  ``uint8`` levels to normalise on the GPU) through a
-  ``DataLoader(batch_size=--batch-size, num_workers=N)``, worker start-up
-  included (workers are forked anew each epoch, as ``set_epoch`` needs).
+- ``ShardDataset parquet`` / ``tfrecord``: frame indexes on (the default: only the
+  clip's frames are read), and ``frame_index="off"`` (whole rows, the old path).
+- ``rawframes (mmaction2 style)``, the reference: ``cv2.imread`` of the clip's 16 files,
+  ``cvtColor`` to RGB, crop and flip views, ``np.stack`` and a transpose to
+  ``[3, T, H, W]``, as mmaction2's RawFrameDecode / RandomCrop / Flip / FormatShape do.
+- ``rawframes, crop-first decode``: the same files read with tristream's clip decode
+  (straight to RGB, one copy of the crop): what is left is only the file layout.
+- ``decord``: the source clips, ``VideoReader(num_threads=1)`` resizing to the rows'
+  size while decoding, ``get_batch`` (it seeks to the keyframe and decodes forward);
+  one open reader per video and worker.
 
-clips/s = clips / wall seconds; frames/s = clips/s x clip_len (each frame with
-all requested modalities); ``vs baseline`` = clips/s over the baseline's.
-``cpu s`` is user+system CPU time of this process and its finished children
-(the DataLoader workers), less sensitive to other load on the machine; ``to
-1st clip s`` the time from the start of each epoch to its first clip (batch),
-summed over the epochs (worker start-up and the first batch). Each figure is
-the median of ``--repeat`` rounds of ``--epochs`` epochs, the rounds
-interleaving the configurations.
+Figures (each the median of ``--rounds`` rounds of ``--epochs`` epochs over the
+clips repeated ``--repeat`` times per epoch, rounds interleaving the readers):
+clips/s (wall); CPU ms per clip (user + system of the main process and its workers,
+robust to other load); MB read per clip (the workers' ``rchar``, bytes passed to
+``read``/``pread``, page cache hits included); worker private memory (the largest
+``USS`` of a worker, sampled every 32 clips; ``psutil``; it includes the batches in
+shared memory a worker has made and not yet handed over, 19 MB each for uint8, so the
+median over the samples is given too in the memory table). Ratios are against the
+rawframes reference of the same run. cv2 and torch run one thread per worker.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
-from tristream.shards import ShardDataset, read_rows, shard_files
-from tristream.shards.files import iter_raw_rows, shard_format, write_rows
-from tristream.shards.row import encode_row
-from tristream.shards.schema import arrow_schema
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-HEIGHT, WIDTH = 256, 340
-IMAGE_COLUMNS = {"rgb": ("rgb",), "flow": ("flow_x", "flow_y"), "pose": ("pose",)}
+from scripts.samples import video  # noqa: E402
+from tristream.shards import ShardDataset  # noqa: E402
+from tristream.shards.clip_decode import decode_color  # noqa: E402
+from tristream.shards.clip_transforms import CropFlip, images_to_tensor  # noqa: E402
+from tristream.shards.files import write_rows  # noqa: E402
+from tristream.shards.frame_index import index_path  # noqa: E402
+from tristream.shards.partition import current_worker  # noqa: E402
+from tristream.shards.row import encode_row  # noqa: E402
+from tristream.shards.sampling import ClipSampler, sample_rng  # noqa: E402
+from tristream.shards.schema import arrow_schema  # noqa: E402
 
-
-# --------------------------------------------------------------------------- synthetic shards
-
-
-def _texture(rng: np.random.Generator, channels: int, pad: int) -> np.ndarray:
-    small = rng.integers(0, 256, (24, 32, channels), dtype=np.uint8)
-    big = cv2.resize(small, (WIDTH + 2 * pad, HEIGHT + 2 * pad), interpolation=cv2.INTER_CUBIC)
-    return big.reshape(HEIGHT + 2 * pad, WIDTH + 2 * pad, channels)
-
-
-def synthetic_row(index: int, frames: int, modalities: tuple[str, ...]) -> dict:
-    """One shard row of moving textures, encoded as the pipeline encodes it."""
-    rng = np.random.default_rng(index)
-    pad = frames + 8
-    tex = _texture(rng, 3, pad)
-    rgb = np.stack([tex[pad - t : pad - t + HEIGHT, pad : pad + WIDTH] for t in range(frames)])
-    flow = pose = kp = None
-    if "flow" in modalities:
-        field = (_texture(rng, 2, 0).astype(np.float32) - 128.0) / 16.0  # about +-8 px
-        flow = np.stack([np.roll(field, t, axis=0) for t in range(frames - 1)])
-    if "pose" in modalities:
-        pose = np.ascontiguousarray(rgb[..., ::-1])
-    m = 2
-    if "keypoints" in modalities:
-        kp = rng.uniform(0, [WIDTH, HEIGHT, 1], (m, frames, 17, 3)).astype(np.float32)
-    return encode_row(
-        video_id=f"synthetic{index:04d}",
-        source=f"synthetic://{index}",
-        label="class0",
-        label_index=index % 10,
-        segment=0,
-        start_frame=0,
-        fps=25.0,
-        frames=rgb,
-        flow=flow,
-        pose_frames=pose,
-        keypoints=kp,
-        boxes=None if kp is None else np.zeros((m, frames, 5), np.float32),
-        track_ids=None if kp is None else np.arange(m),
-        meta='{"flow_encoding": "jpeg", "schema_version": 1}',
-        flow_encoding="jpeg",
-        jpeg_quality=95,
-    )
+SOURCES = ("bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4")
+STARTS = (0.0, 2.0)
 
 
-def write_synthetic(
-    folder: str, rows: int, frames: int, files: int, fmt: str, modalities: tuple[str, ...]
-) -> str:
-    all_rows = [synthetic_row(i, frames, modalities) for i in range(rows)]
-    for k in range(files):
-        part = all_rows[k::files]
-        path = os.path.join(folder, f"train-{k:05d}-of-{files:05d}.{fmt}")
-        write_rows(path, part, arrow_schema(tuple(modalities)))
-    return folder
+# --------------------------------------------------------------------------- data
 
 
-# --------------------------------------------------------------------------- measured loops
+def make_data(work: Path) -> dict:
+    """The source clips, the shards and the rawframes under ``work`` (made once, kept)."""
+    import imageio_ffmpeg
+
+    from tristream.transforms.decode import decode_segments
+
+    done = work / "data.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    (work / "clips").mkdir(parents=True, exist_ok=True)
+    rows, clips = [], []
+    for name in SOURCES:
+        for k, start in enumerate(STARTS):
+            vid = f"{Path(name).stem}{k}"
+            clip = work / "clips" / f"{vid}.mp4"
+            subprocess.run(
+                [ffmpeg, "-y", "-nostdin", "-loglevel", "error", "-stream_loop", "-1",
+                 "-ss", str(start), "-i", str(video(name)), "-t", "10", "-r", "25",
+                 "-c:v", "libx264", "-g", "50", "-pix_fmt", "yuv420p", "-an", str(clip)],
+                check=True,
+            )  # fmt: skip
+            seg = next(decode_segments(str(clip), fps=25.0, short_side=256, max_frames=300))
+            rows.append(encode_row(
+                video_id=vid, source=str(clip), label=name, label_index=len(rows), segment=0,
+                start_frame=0, fps=25.0, frames=seg.frames,
+                meta=json.dumps({"schema_version": 1}),
+            ))  # fmt: skip
+            clips.append(str(clip))
+            folder = work / "rawframes" / vid
+            folder.mkdir(parents=True, exist_ok=True)
+            for t, data in enumerate(rows[-1]["rgb"]):
+                (folder / f"img_{t + 1:05d}.jpg").write_bytes(data)
+    schema = arrow_schema(("rgb",))
+    shards: dict[str, list[str]] = {}
+    for fmt in ("parquet", "tfrecord"):
+        (work / fmt).mkdir(exist_ok=True)
+        shards[fmt] = []
+        for k in range(2):
+            path = work / fmt / f"train-{k:05d}-of-00002.{fmt}"
+            write_rows(str(path), rows[k * 3 : k * 3 + 3], schema)
+            shards[fmt].append(str(path))
+    data = {
+        "clips": clips,
+        "videos": [r["video_id"] for r in rows],
+        "sizes": [[r["height"], r["width"]] for r in rows],
+        "frames": [r["num_frames"] for r in rows],
+        "row_bytes": [sum(len(b) for b in r["rgb"]) for r in rows],
+        "shards": shards,
+        "rawframes": str(work / "rawframes"),
+    }
+    done.write_text(json.dumps(data, indent=1))
+    return data
 
 
-def _centre(n: int, clip_len: int) -> range:
-    start = max(0, (n - clip_len) // 2)
-    return range(start, min(n, start + clip_len))
+def linked_shards(src: list[str], folder: Path, count: int) -> list[str]:
+    """``count`` shard paths (hard links to ``src`` in turn), each with its own frame index
+    (the source's, renamed: the names have the same length)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for k in range(count):
+        s = src[k % len(src)]
+        fmt = s.rsplit(".", 1)[1]
+        dst = folder / f"train-{k:05d}-of-{count:05d}.{fmt}"
+        if not dst.exists():
+            os.link(s, dst)
+            data = Path(index_path(s)).read_bytes()
+            old, new = os.path.basename(s).encode(), dst.name.encode()
+            assert len(old) == len(new)
+            Path(index_path(dst)).write_bytes(data.replace(old, new, 1))
+        out.append(str(dst))
+    return out
 
 
-def _decode_clip(row: dict, modalities: tuple[str, ...], clip_len: int) -> None:
-    """cv2.imdecode the centre clip's frames of each image modality of ``row``."""
-    for m in modalities:
-        for col in IMAGE_COLUMNS.get(m, ()):
-            frames = row[col]
-            flag = cv2.IMREAD_GRAYSCALE if col.startswith("flow") else cv2.IMREAD_COLOR
-            for t in _centre(len(frames), clip_len):
-                cv2.imdecode(np.frombuffer(frames[t], np.uint8), flag)
+# --------------------------------------------------------------------------- readers
 
 
-def baseline(files: list[str], modalities: tuple[str, ...], clip_len: int) -> Iterator[int]:
-    """pyarrow (or the TFRecord parser) + cv2.imdecode of one centre clip per row."""
-    columns = ["num_frames"] + [c for m in modalities for c in IMAGE_COLUMNS.get(m, ())]
-    for path in files:
-        for row in iter_raw_rows(path, columns):
-            _decode_clip(row, modalities, clip_len)
-            yield 1
+class ClipReader(IterableDataset):
+    """rawframes or decord clips: the same units, sampling, crops and flips as
+    ``ShardDataset(shuffle=False, train=True)`` over the same rows."""
+
+    def __init__(self, kind: str, data: dict, repeat: int, args, dtype: torch.dtype):
+        self.kind, self.data, self.repeat, self.dtype = kind, data, repeat, dtype
+        self.sampler = ClipSampler(args.clip_len, args.stride, "random", True)
+        self.crop_flip = CropFlip((args.crop, args.crop), True, 0.5)
+        self.seed, self.epoch = 0, 0
+        self._readers: dict[int, object] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[dict]:
+        worker, workers = current_worker()
+        units = len(self.data["videos"]) * self.repeat
+        for unit in range(worker, units, workers):  # any fixed split: the clips are the same
+            v = unit % len(self.data["videos"])
+            rng = sample_rng(self.seed, self.epoch, unit)
+            idx = self.sampler.indices(self.data["frames"][v], 0, rng)
+            h, w = self.data["sizes"][v]
+            box, flip = self.crop_flip.draw(h, w, rng)
+            yield {"rgb": self._clip(v, idx, box, flip), "video_id": self.data["videos"][v]}
+
+    def _clip(self, v: int, idx: np.ndarray, box, flip: bool) -> torch.Tensor:
+        if self.kind == "decord":
+            return self._decord(v, idx, box, flip)
+        folder = os.path.join(self.data["rawframes"], self.data["videos"][v])
+        paths = [os.path.join(folder, f"img_{t + 1:05d}.jpg") for t in idx]
+        if self.kind == "rawframes-crop-first":
+            out = np.empty((3, len(idx), box.height, box.width), np.uint8)
+            for k, p in enumerate(paths):
+                with open(p, "rb") as f:
+                    image = decode_color(f.read())
+                window = box.crop(image)
+                out[:, k] = (window[:, ::-1] if flip else window).transpose(2, 0, 1)
+            return images_to_tensor(out, self.dtype)
+        frames = []  # mmaction2: RawFrameDecode (rgb), RandomCrop, Flip, FormatShape
+        for p in paths:
+            image = cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB)
+            window = box.crop(image)
+            frames.append(window[:, ::-1] if flip else window)
+        clip = np.stack(frames).transpose(3, 0, 1, 2)
+        if self.dtype == torch.uint8:
+            return torch.from_numpy(np.ascontiguousarray(clip))
+        return images_to_tensor(clip, self.dtype)
+
+    def _decord(self, v: int, idx: np.ndarray, box, flip: bool) -> torch.Tensor:
+        import decord
+
+        reader = self._readers.get(v)
+        if reader is None:
+            h, w = self.data["sizes"][v]
+            reader = decord.VideoReader(self.data["clips"][v], width=w, height=h, num_threads=1)
+            self._readers[v] = reader
+        frames = reader.get_batch(sorted(set(int(i) for i in idx))).asnumpy()
+        pos = {t: k for k, t in enumerate(sorted(set(int(i) for i in idx)))}
+        clip = np.stack([frames[pos[int(t)]] for t in idx])
+        window = clip[:, box.top : box.top + box.height, box.left : box.left + box.width]
+        window = window[:, :, ::-1] if flip else window
+        return images_to_tensor(np.ascontiguousarray(window.transpose(3, 0, 1, 2)), self.dtype)
 
 
-def whole_rows(files: list[str], modalities: tuple[str, ...], clip_len: int) -> Iterator[int]:
-    """tristream.shards.read_rows (decodes every frame), then the centre clip's slice."""
-    for path in files:
-        for row in read_rows(path, modalities=modalities):
-            sl = _centre(int(row["num_frames"]), clip_len)
-            for m in modalities:
-                if m in row and m != "keypoints":
-                    np.ascontiguousarray(row[m][sl.start : sl.stop])
-            yield 1
+class Measured(IterableDataset):
+    """Wraps a dataset; each DataLoader worker writes what it read and held to ``folder``."""
+
+    def __init__(self, inner: IterableDataset, folder: str):
+        self.inner, self.folder = inner, folder
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[dict]:
+        import psutil
+
+        proc = psutil.Process()
+        rchar0 = _rchar()
+        cpu0 = sum(proc.cpu_times()[:2])
+        clips, uss = 0, [proc.memory_full_info().uss]
+        try:
+            for sample in self.inner:  # a clip, or a batch of them
+                ids = sample["video_id"]
+                before, clips = clips, clips + (len(ids) if isinstance(ids, list) else 1)
+                if clips // 32 != before // 32:
+                    uss.append(proc.memory_full_info().uss)
+                yield sample
+        finally:
+            uss.append(proc.memory_full_info().uss)
+            record = {"clips": clips, "rchar": _rchar() - rchar0, "uss": max(uss),
+                      "uss_median": statistics.median(uss),
+                      "cpu": sum(proc.cpu_times()[:2]) - cpu0}  # fmt: skip
+            with open(os.path.join(self.folder, f"{os.getpid()}-{time.time_ns()}.json"), "w") as f:
+                json.dump(record, f)
 
 
-def dataset_loop(
-    ds: ShardDataset, workers: int, batch_size: int | None, epoch: int
-) -> Iterator[int]:
-    """ShardDataset through a DataLoader (workers forked anew for the epoch); yields batch sizes."""
-    ds.set_epoch(epoch)
-    for sample in DataLoader(ds, batch_size=batch_size, num_workers=workers):
-        assert sample["rgb"].dtype == ds.dtype
-        yield 1 if batch_size is None else len(sample["rgb"])
+def _rchar() -> int:
+    with open("/proc/self/io") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("rchar"))
+
+
+def _worker_init(_: int) -> None:
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
 
 
 def _cpu() -> float:
@@ -175,25 +277,77 @@ def _cpu() -> float:
 @dataclass
 class Result:
     name: str
-    clips: int = 0
+    make: Callable[[], IterableDataset]
+    batched: bool = False  # the dataset yields batches: DataLoader(batch_size=None)
     walls: list[float] = field(default_factory=list)
     cpus: list[float] = field(default_factory=list)
-    firsts: list[float] = field(default_factory=list)
+    reads: list[float] = field(default_factory=list)
+    uss: list[float] = field(default_factory=list)
+    uss_median: list[float] = field(default_factory=list)
+    clips: int = 0
 
-    def run(self, loop: Callable[[int], Iterator[int]], epochs: int) -> None:
-        """One round: ``epochs`` epochs; records wall, cpu and time to each epoch's first clip."""
-        c0, t0 = _cpu(), time.perf_counter()
-        clips, first = 0, 0.0
-        for epoch in range(epochs):
-            e0 = time.perf_counter()
-            for k, n in enumerate(loop(epoch)):
-                if k == 0:
-                    first += time.perf_counter() - e0
-                clips += n
-        self.walls.append(time.perf_counter() - t0)
-        self.cpus.append(_cpu() - c0)
-        self.firsts.append(first)
+    def run(self, args, epochs: int) -> None:
+        ds = self.make()
+        with tempfile.TemporaryDirectory() as folder:
+            measured = Measured(ds, folder)
+            c0, t0, clips = _cpu(), time.perf_counter(), 0
+            for epoch in range(epochs):
+                measured.set_epoch(epoch)
+                size = None if self.batched else args.batch_size
+                loader = DataLoader(measured, batch_size=size, num_workers=args.workers,
+                                    worker_init_fn=_worker_init)  # fmt: skip
+                for batch in loader:
+                    clips += len(batch["rgb"])
+            wall, cpu = time.perf_counter() - t0, _cpu() - c0
+            records = [json.loads(p.read_text()) for p in Path(folder).glob("*.json")]
+        assert sum(r["clips"] for r in records) == clips, (self.name, clips)
         self.clips = clips
+        self.walls.append(wall / clips)
+        self.cpus.append(cpu / clips)
+        self.reads.append(sum(r["rchar"] for r in records) / clips)
+        self.uss.append(max(r["uss"] for r in records))
+        self.uss_median.append(max(r["uss_median"] for r in records))
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def memory_probe(data: dict, work: Path, args, fmt: str, mode: str, count: int) -> dict:
+    """One DataLoader worker reads one epoch of uint8 clips from ``count`` shard paths; its
+    largest USS, and the clips. Run in a fresh process (``--memory-probe``), so that every
+    configuration's worker is forked from the same small parent."""
+    paths = linked_shards(data["shards"][fmt], work / f"linked-{fmt}-{count}", count)
+    ds = ShardDataset(paths, modalities=("rgb",), clip_len=args.clip_len, frame_stride=args.stride,
+                      crop=args.crop, dtype=torch.uint8, frame_index=mode, seed=0)  # fmt: skip
+    result = Result(f"{fmt} {mode} {count}", lambda: ds)
+    args.workers = 1
+    result.run(args, 1)
+    return {"uss": result.uss[0], "uss_median": result.uss_median[0], "clips": result.clips}
+
+
+def memory_table(work: Path, args) -> list[str]:
+    """Largest worker USS while a worker reads clips from lists of N shard paths."""
+    lines = ["| format | frame index | shard paths | clips read | worker USS MiB, largest "
+             "| worker USS MiB, median | median vs 100 paths |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for fmt in ("parquet", "tfrecord"):
+        for mode in ("auto", "off"):
+            base = None
+            for count in (100, 120, 1000):
+                cmd = [sys.executable, __file__, "--work", str(work), "--clip-len",
+                       str(args.clip_len), "--stride", str(args.stride), "--crop", str(args.crop),
+                       "--batch-size", str(args.batch_size), "--memory-probe", fmt, mode,
+                       str(count)]  # fmt: skip
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                probe = json.loads(out.strip().splitlines()[-1])
+                mib, med = probe["uss"] / 2**20, probe["uss_median"] / 2**20
+                base = base or med
+                lines.append(f"| {fmt} | {mode} | {count} | {probe['clips']} | {mib:.0f} | "
+                             f"{med:.0f} | {med / base:.2f}x |")  # fmt: skip
+                print(lines[-1], flush=True)
+            for count in (100, 120, 1000):
+                shutil.rmtree(work / f"linked-{fmt}-{count}", ignore_errors=True)
+    return lines
 
 
 # --------------------------------------------------------------------------- main
@@ -201,86 +355,119 @@ class Result:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--shards", help="shard file/folder/output dir (default: synthetic)")
-    ap.add_argument("--format", choices=("parquet", "tfrecord"), default="parquet")
-    ap.add_argument("--rows", type=int, default=12, help="synthetic rows")
-    ap.add_argument("--frames", type=int, default=40, help="frames per synthetic row")
-    ap.add_argument("--files", type=int, default=2, help="synthetic shard files")
-    ap.add_argument("--modalities", nargs="+", default=["rgb", "flow"])
-    ap.add_argument("--clip-len", type=int, default=32)
+    ap.add_argument("--work", default=str(REPO / ".cache" / "reader-bench"),
+                    help="where the clips, shards and rawframes are made (kept)")  # fmt: skip
+    ap.add_argument("--clip-len", type=int, default=16)
+    ap.add_argument("--stride", type=int, default=2)
     ap.add_argument("--crop", type=int, default=224)
-    ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=48, help="each row's clips per epoch")
+    ap.add_argument("--epochs", type=int, default=1, help="epochs per round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds; figures are medians")
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "uint8"],
+                    choices=("float32", "uint8"))  # fmt: skip
+    ap.add_argument("--no-decord", action="store_true", help="leave decord out")
+    ap.add_argument("--memory", action="store_true", help="also the worker memory table")
+    ap.add_argument("--memory-only", action="store_true", help="only the worker memory table")
     ap.add_argument(
-        "--dtypes", nargs="+", default=["float32", "uint8"], choices=("float32", "float16", "uint8")
-    )
-    ap.add_argument("--batch-size", type=int, default=4, help="DataLoader batch size, 0: None")
-    ap.add_argument("--epochs", type=int, default=2, help="epochs per round")
-    ap.add_argument("--torch-threads", type=int, help="torch.set_num_threads (default: torch's)")
-    ap.add_argument("--repeat", type=int, default=3, help="rounds; figures are medians")
+        "--memory-probe", nargs=3, metavar=("FMT", "MODE", "COUNT"), help=argparse.SUPPRESS
+    )  # one row of the memory table, in a fresh process
     args = ap.parse_args(argv)
-    args.batch_size = args.batch_size or None
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
-    modalities = tuple(args.modalities)
+    # One thread for OpenCV here too: a worker forked from a process whose OpenCV thread
+    # pool has run can hang in it.
+    cv2.setNumThreads(1)
+    work = Path(args.work)
+    t0 = time.perf_counter()
+    data = make_data(work)
+    if args.memory_probe:
+        fmt, mode, count = args.memory_probe
+        print(json.dumps(memory_probe(data, work, args, fmt, mode, int(count))))
+        return 0
+    load0 = os.getloadavg()[0]
+    print(f"data in {work} ({time.perf_counter() - t0:.0f} s): {len(data['videos'])} rows of "
+          f"{data['frames']} frames, {np.mean(data['row_bytes']) / 1e6:.2f} MB of JPEG per row; "
+          f"{os.cpu_count()} cpus, load {load0:.1f}; python {platform.python_version()}, "
+          f"torch {torch.__version__}, opencv {cv2.__version__}", flush=True)  # fmt: skip
+    if args.memory_only:
+        print("\n".join(memory_table(work, args)))
+        return 0
+    have_decord = not args.no_decord
+    if have_decord:
+        try:
+            import decord  # noqa: F401
+        except ImportError:
+            print("decord is not installed: pip install decord (its row is left out)")
+            have_decord = False
 
-    with tempfile.TemporaryDirectory(prefix="tristream-bench-") as tmp:
-        if args.shards:
-            path = args.shards
-        else:
-            t0 = time.perf_counter()
-            path = write_synthetic(tmp, args.rows, args.frames, args.files, args.format, modalities)
-            print(f"wrote {args.rows} rows x {args.frames} frames of {HEIGHT}x{WIDTH} "
-                  f"({args.format}) in {time.perf_counter() - t0:.1f} s")  # fmt: skip
-        files = shard_files(path, None if args.shards else args.format)
-        size = sum(os.path.getsize(f) for f in files)
-        ds_kw = dict(modalities=modalities, clip_len=args.clip_len, crop=args.crop, seed=0)
-        ds = ShardDataset(files, **ds_kw)
-        print(f"{len(files)} files, {ds.num_rows} rows, {size / 2**20:.1f} MiB; "
-              f"modalities {ds.available}; clip_len {args.clip_len}, crop {args.crop}; "
-              f"batch size {args.batch_size}; {args.epochs} epochs x median of {args.repeat}; "
-              f"{os.cpu_count()} cpus, {torch.get_num_threads()} torch threads, "
-              f"load {os.getloadavg()[0]:.1f}; "
-              f"python {platform.python_version()}, torch {torch.__version__}, "
-              f"opencv {cv2.__version__}")  # fmt: skip
+    results: list[tuple[str, Result]] = []
+    for name in args.dtypes:
+        dtype = getattr(torch, name)
+        kw = dict(modalities=("rgb",), clip_len=args.clip_len, frame_stride=args.stride,
+                  crop=args.crop, dtype=dtype, shuffle=False, seed=0)  # fmt: skip
+        runs = [("rawframes (mmaction2 style), reference", lambda d=dtype: ClipReader(
+                    "rawframes", data, args.repeat, args, d), False)]  # fmt: skip
+        runs.append(("rawframes, crop-first decode", lambda d=dtype: ClipReader(
+            "rawframes-crop-first", data, args.repeat, args, d), False))  # fmt: skip
+        for fmt in ("parquet", "tfrecord"):
+            for mode, label, batch in (
+                ("auto", "frame index", None),
+                ("auto", "frame index, batch_size=8 in the dataset", args.batch_size),
+                ("off", "whole rows", None),
+            ):
+                paths = data["shards"][fmt] * args.repeat
 
-        reader_name = "pyarrow" if shard_format(files[0]) == "parquet" else "TFRecord parser"
-        configs: list[tuple[Result, Callable[[int], Iterator[int]]]] = [
-            (
-                Result(f"baseline: {reader_name} + cv2.imdecode (clip frames)"),
-                lambda e: baseline(files, modalities, args.clip_len),
-            ),
-            (
-                Result("read_rows (decodes whole rows)"),
-                lambda e: whole_rows(files, modalities, args.clip_len),
-            ),
-        ]
-        for dtype in args.dtypes:
-            ds = ShardDataset(files, dtype=getattr(torch, dtype), **ds_kw)
-            for workers in args.workers:
-                configs.append(
-                    (
-                        Result(f"ShardDataset {dtype}, {workers} workers"),
-                        lambda e, w=workers, d=ds: dataset_loop(d, w, args.batch_size, e),
-                    )
-                )
-        # rounds interleave the configurations, so load changes hit them alike
-        for _ in range(args.repeat):
-            for result, loop in configs:
-                result.run(loop, args.epochs)
+                def make(p=paths, m=mode, k=kw, b=batch) -> ShardDataset:
+                    return ShardDataset(p, frame_index=m, batch_size=b, **k)
+
+                runs.append((f"ShardDataset {fmt}, {label}", make, batch is not None))
+        if have_decord:
+            runs.append(("decord on the source clips", lambda d=dtype: ClipReader(
+                "decord", data, args.repeat, args, d), False))  # fmt: skip
+        for label, make, batched in runs:
+            results.append((name, Result(label, make, batched)))
+    # the same clips from every reader (the shards and rawframes hold the same bytes)
+    check = [r for n, r in results if n == args.dtypes[0] and "decord" not in r.name]
+    first = [
+        next(iter(DataLoader(r.make(), batch_size=None if r.batched else args.batch_size)))["rgb"]
+        for r in check
+    ]
+    assert all(torch.equal(first[0], x) for x in first[1:]), "readers disagree"
+    for _ in range(args.rounds):
+        for _, r in results:
+            r.run(args, args.epochs)
+            print(f"  {r.name} ({_name(results, r)}): {1 / r.walls[-1]:.1f} clips/s, "
+                  f"{r.cpus[-1] * 1e3:.1f} ms CPU", flush=True)  # fmt: skip
 
     med = statistics.median
-    base = configs[0][0]
-    base_rate = base.clips / med(base.walls)
-    print()
-    print("| reader | clips | wall s | cpu s | to 1st clip s | clips/s | frames/s | vs baseline |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r, _ in configs:
-        wall, first = med(r.walls), med(r.firsts)
-        rate = r.clips / wall
-        print(f"| {r.name} | {r.clips} | {wall:.2f} | {med(r.cpus):.2f} | {first:.2f} | "
-              f"{rate:.1f} | {rate * args.clip_len:.0f} | {rate / base_rate:.2f}x |")  # fmt: skip
-    print(f"\nload average after the run: {os.getloadavg()[0]:.1f}")
+    print(f"\nload average: {load0:.1f} before, {os.getloadavg()[0]:.1f} after\n")
+    print(
+        "| dtype | reader | clips/s | CPU ms per clip | MB read per clip | worker USS MiB "
+        "| CPU vs rawframes | bytes vs rawframes |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name in args.dtypes:
+        rows = [r for n, r in results if n == name]
+        ref = rows[0]
+        for r in rows:
+            cpu, reads = med(r.cpus), med(r.reads)
+            print(f"| {name} | {r.name} | {1 / med(r.walls):.1f} | {cpu * 1e3:.1f} | "
+                  f"{reads / 1e6:.2f} | {max(r.uss) / 2**20:.0f} | "
+                  f"{cpu / med(ref.cpus):.2f} | {reads / med(ref.reads):.2f} |")  # fmt: skip
+    print(f"\n{results[0][1].clips} clips per round and reader, median of {args.rounds} rounds")
+    if args.memory:
+        print(
+            "\nworker memory: one DataLoader worker, uint8 clips, one epoch, each row in a "
+            "fresh process (shard paths: hard links to the 2 shard files, each with its own "
+            "index)\n"
+        )
+        lines = memory_table(work, args)
+        print("\n".join(lines))
     return 0
+
+
+def _name(results: list[tuple[str, Result]], r: Result) -> str:
+    return next(n for n, x in results if x is r)
 
 
 if __name__ == "__main__":

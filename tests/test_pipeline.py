@@ -118,6 +118,7 @@ def test_manifest_and_failures(result, inputs):
     assert sorted(os.listdir(os.path.join(out, "shards"))) == [
         "train-00000-of-00001.parquet",
         "train-00000-of-00001.tfrecord",
+        "train-00000-of-00001.tfrecord.idx",  # TFRecord shards always get a frame index
     ]
 
 

@@ -92,3 +92,44 @@ def test_two_clips_of_one_full_video_are_both_written(tmp_path, bikes):
     assert table.column("video_id").to_pylist() == ["bikes_000000_000001", "bikes_000005_000006"]
     first, second = (table.column("rgb")[i].as_py()[0] for i in range(2))
     assert first != second  # frames of 0 s and of 5 s, not one clip twice
+
+
+def test_parquet_frame_index_is_written_listed_and_used(tmp_path, carphone):
+    """``--parquet-frame-index``: each Parquet shard gets its frame index, manifest.json lists
+    it, a trainer reads through it (``frame_index="require"``), and a re-run without the
+    flag removes the index that no longer describes the shard."""
+    from tristream.shards import ShardDataset
+
+    out = tmp_path / "o"
+    argv = ["run", "--input", carphone, "--output", str(out), "--flow", "none",
+            "--short-side", "32", "--fps", "5", "--max-frames", "8"]  # fmt: skip
+    assert main([*argv, "--parquet-frame-index"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    (entry,) = [f for s in manifest["shards"] for f in s["files"]]
+    assert entry["index"] == entry["path"] + ".idx" and (out / entry["index"]).is_file()
+    clips = list(ShardDataset(str(out), modalities=("rgb",), clip_len=4, crop=16,
+                              frame_index="require", shuffle=False))  # fmt: skip
+    assert len(clips) == manifest["totals"]["rows"]
+    assert main(argv) == 0
+    assert not (out / entry["index"]).exists()
+    entry = json.loads((out / "manifest.json").read_text())["shards"][0]["files"][0]
+    assert "index" not in entry
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "tfrecord"])
+def test_readers_name_a_truncated_shard(tmp_path, carphone, fmt):
+    """#20: a truncated Parquet shard's error named no file."""
+    from tristream.shards import ShardDataset, read_rows
+
+    out = tmp_path / "o"
+    argv = ["run", "--input", carphone, "--output", str(out), "--flow", "none",
+            "--short-side", "32", "--fps", "5", "--max-frames", "8", "--format", fmt]  # fmt: skip
+    assert main(argv) == 0
+    shard = next((out / "shards").glob(f"*.{fmt}"))
+    data = shard.read_bytes()
+    cut = tmp_path / f"cut.{fmt}"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=f"^{cut}: "):
+        list(read_rows(str(cut)))
+    with pytest.raises(ValueError, match=f"^{cut}: "):
+        list(ShardDataset(str(cut), clip_len=2, crop=None))

@@ -19,10 +19,11 @@ FORMATS = ("parquet", "tfrecord")
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_writer_publishes_on_success_and_leaves_nothing_on_error(tmp_path, fmt):
     path = str(tmp_path / f"train-00000-of-00001.{fmt}")
+    published = sorted([os.path.basename(path), os.path.basename(path) + ".idx"])  # + index
     with open_shard_writer(path, SCHEMA) as writer:
         assert not os.path.exists(path)  # still under its temporary name
         assert os.path.dirname(writer.tmp_path) == str(tmp_path)
-    assert os.listdir(tmp_path) == [os.path.basename(path)]
+    assert sorted(os.listdir(tmp_path)) == published
     if fmt == "parquet":
         assert pq.read_table(path).schema.names == SCHEMA.names
     before = open(path, "rb").read()
@@ -31,13 +32,13 @@ def test_writer_publishes_on_success_and_leaves_nothing_on_error(tmp_path, fmt):
         with open_shard_writer(path, SCHEMA):
             raise RuntimeError("stage failed")
     # The earlier file is untouched and no temporary file is left behind.
-    assert os.listdir(tmp_path) == [os.path.basename(path)]
+    assert sorted(os.listdir(tmp_path)) == published
     assert open(path, "rb").read() == before
 
     other = str(tmp_path / f"other.{fmt}")
     writer = open_shard_writer(other, SCHEMA)
     writer.abort(ValueError("dropped"))
-    assert os.listdir(tmp_path) == [os.path.basename(path)]
+    assert sorted(os.listdir(tmp_path)) == published
 
 
 def test_the_suffix_picks_the_format_and_nothing_else_is_a_shard(tmp_path):

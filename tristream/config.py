@@ -549,6 +549,13 @@ class OutputConfig:
         choices=lambda: FORMATS,
         group="output",
     )
+    parquet_frame_index: bool = option(
+        False,
+        "Parquet shards: store the frame columns uncompressed, with a frame index beside each "
+        "shard, so trainers read only a clip's frames (docs/shards.md); changes the Parquet "
+        "files' bytes, not their rows. TFRecord shards always get their index",
+        group="output",
+    )
     num_shards: int = option(
         0, "shards per split (0: one per 100 videos)", minimum=0, group="output"
     )

@@ -28,8 +28,10 @@ from tristream.shards.files import (
     SHARD_SUFFIXES,
     iter_raw_rows,
     open_shard_writer,
+    shard_format,
     shard_name,
 )
+from tristream.shards.frame_index import INDEX_SUFFIX, index_path
 from tristream.shards.schema import SCHEMA_VERSION, arrow_schema
 from tristream.shards.storage import StoreLike
 
@@ -80,6 +82,12 @@ def shard_rows(videos: list[VideoOutcome], store: StoreLike = None) -> Iterator[
                 yield row
 
 
+def _indexed(path: str, config: RunConfig) -> bool:
+    """Whether the shard file ``path`` gets a frame index: TFRecord always (its bytes do not
+    change), Parquet with ``--parquet-frame-index`` (it changes the file's layout)."""
+    return shard_format(path) == "tfrecord" or config.output.parquet_frame_index
+
+
 def write_shard(config, schema, folder, split, shard, num_shards, rows, videos) -> dict:
     """Write one shard in every configured format in a single pass over ``rows``; returns
     its summary for ``manifest.json``: each file's path (relative to the output), bytes and
@@ -89,7 +97,10 @@ def write_shard(config, schema, folder, split, shard, num_shards, rows, videos) 
     stored_frames = count = 0
     store = config.run.store  # the run's StoreConfig (None: the environment's)
     with contextlib.ExitStack() as stack:
-        writers = [stack.enter_context(open_shard_writer(p, schema, store)) for p in paths]
+        writers = [
+            stack.enter_context(open_shard_writer(p, schema, store, index=_indexed(p, config)))
+            for p in paths
+        ]
         for row in rows:
             for writer in writers:
                 writer.write(row)
@@ -101,6 +112,11 @@ def write_shard(config, schema, folder, split, shard, num_shards, rows, videos) 
             "bytes": storage.getsize(p, store),
             "sha256": storage.content_hash(p, store),  # what inspect and readers check
         }
+        | (
+            {"index": storage.relative(index_path(p), config.output.path)}
+            if _indexed(p, config)
+            else {}
+        )  # fmt: skip
         for p in paths
     ]
     return {
@@ -189,6 +205,12 @@ def finalize(
     for name in storage.list_dir(folder, store):
         if name.endswith(tuple(SHARD_SUFFIXES.values())) and name not in current:
             LOG.warning("removing stale shard from an earlier run: %s", name)
+            storage.remove(storage.join(folder, name), store)
+    # Frame indexes that no shard file of this run has (an earlier run's, or of a Parquet
+    # shard now written without one) would describe other bytes: remove them.
+    indexes = {os.path.basename(f["index"]) for s in shards for f in s["files"] if "index" in f}
+    for name in storage.list_dir(folder, store):
+        if name.endswith(INDEX_SUFFIX) and name not in indexes:
             storage.remove(storage.join(folder, name), store)
 
     written = {vid for s in shards for vid in s.pop("video_ids")}

@@ -223,7 +223,8 @@ def _stage_staged(task, config, models, cache_root, schema, stats, on_frames, st
             for seg in rows:
                 t0 = time.perf_counter()
                 try:
-                    write_rows(cache.segment_path(entry, seg.index), [seg.row], schema, store)
+                    write_rows(cache.segment_path(entry, seg.index), [seg.row], schema, store,
+                               index=False)  # fmt: skip
                     segments.append({"index": seg.index, "num_frames": seg.num_frames})
                     if seg.is_last:
                         cache.mark_done(entry, segments, task.video_id, task.source, store)

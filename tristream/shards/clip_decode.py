@@ -1,21 +1,32 @@
 """Decode the frames of one clip from a shard row, cropped and mirrored as they are decoded.
 
 The row is a :class:`tristream.shards.row.RowView` (already read; the reading is
-:mod:`tristream.shards.row_source`'s job). Each distinct frame of the clip is
-decoded once, and its crop window (mirrored when flipped) is copied straight
-into the clip buffer, so a frame costs one decode and one copy. The results
+:mod:`tristream.shards.row_source`'s job: through a frame index only the frames
+asked for are fetched). Each distinct frame of the clip is decoded once, straight
+to RGB, and its crop window (mirrored when flipped) is copied straight into the
+clip buffer, so a frame costs one decode and one copy of the crop. The results
 are the stored values (uint8 levels, or float16 flow pixels widened to
 float32), channels first; :mod:`tristream.shards.clip_transforms` normalises them.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from tristream.shards.clip_transforms import CropBox, crop_flip
 from tristream.shards.row import RowView
 
-__all__ = ["LAST_FLOW", "decode_flow", "decode_images", "distinct_frames", "flow_sources"]
+__all__ = [
+    "LAST_FLOW",
+    "decode_color",
+    "decode_flow",
+    "decode_images",
+    "distinct_frames",
+    "flow_sources",
+]
+
+_RGB: int | None = getattr(cv2, "IMREAD_COLOR_RGB", None)
 
 #: What a clip frame without a following frame in its row gets: the row's last flow or zero.
 LAST_FLOW: tuple[str, ...] = ("repeat", "zero")
@@ -29,14 +40,46 @@ def distinct_frames(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]
     return frames, None if np.array_equal(frames, indices) else inverse
 
 
+def decode_color(data: bytes | memoryview) -> np.ndarray:
+    """Decode JPEG/PNG bytes to uint8 ``[H, W, 3]`` RGB: straight to RGB where OpenCV can
+    (``IMREAD_COLOR_RGB``, OpenCV >= 4.11), else a channel-reversed view of its BGR
+    output (no copy: the crop copy puts the channels in order)."""
+    buf = np.frombuffer(data, np.uint8)
+    image = cv2.imdecode(buf, _RGB if _RGB is not None else cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError("bytes are not a decodable JPEG/PNG image")
+    return image if _RGB is not None else image[..., ::-1]
+
+
 def decode_images(
-    view: RowView, modality: str, frames: np.ndarray, box: CropBox, flip: bool
+    view: RowView,
+    modality: str,
+    frames: np.ndarray,
+    box: CropBox,
+    flip: bool,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """``rgb`` or ``pose`` frames ``frames`` (row frame indices, int ``[N]``) of the row,
-    cropped to ``box`` and mirrored when ``flip``: uint8 ``[3, N, box.height, box.width]``, RGB."""
-    out = np.empty((3, len(frames), box.height, box.width), np.uint8)
-    for k, image in enumerate(view.iter_images(modality, frames)):
-        out[:, k] = crop_flip(image, box, flip).transpose(2, 0, 1)  # HWC -> CHW in the one copy
+    cropped to ``box`` and mirrored when ``flip``: uint8 ``[3, N, box.height, box.width]``,
+    RGB, written into ``out`` when given (e.g. a tensor's numpy view).
+
+    Only those frames are fetched (all in one go, from a row read through a frame index)
+    and decoded; each decoded frame is copied once, its crop window straight into
+    ``out`` (HWC -> CHW, mirrored, channels in RGB order in that one copy)."""
+    shape = (3, len(frames), box.height, box.width)
+    if out is None:
+        out = np.empty(shape, np.uint8)
+    elif out.shape != shape or out.dtype != np.uint8:
+        raise ValueError(f"out must be uint8 {list(shape)}, got {out.dtype} {list(out.shape)}")
+    size = (view.height, view.width)
+    for k, data in enumerate(view.iter_encoded(modality, frames)):
+        image = decode_color(data)
+        if image.shape[:2] != size:
+            raise ValueError(
+                f"{modality} frame {int(frames[k])} is {image.shape[1]}x{image.shape[0]} in a "
+                f"row of {size[1]}x{size[0]}"
+            )
+        out[:, k] = crop_flip(image, box, flip).transpose(2, 0, 1)
     return out
 
 

@@ -31,19 +31,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset
+from torch.utils.data import IterableDataset, get_worker_info
 
 from tristream.shards.clip_decode import LAST_FLOW, decode_flow, decode_images, distinct_frames
 from tristream.shards.clip_transforms import (
     FLOAT_DTYPES,
+    CropBox,
     CropFlip,
     flow_to_tensor,
     hflip_keypoints,
     hflip_keypoints3d,
     images_to_tensor,
+    levels_to_unit,
     pad_persons,
     zero_absent,
 )
+from tristream.shards.device import EncodedClip, collate
 from tristream.shards.files import ShardFileInfo
 from tristream.shards.partition import (
     Partitioner,
@@ -58,8 +61,12 @@ from tristream.shards.row import RowView
 from tristream.shards.row_source import RowSource, RowSourceReader
 from tristream.shards.sampling import SAMPLINGS, ClipSampler, sample_rng
 from tristream.shards.schema import MODALITIES
+from tristream.shards.storage import StoreLike
 
-__all__ = ["SAMPLINGS", "ShardDataset"]
+__all__ = ["DECODE_PLACES", "SAMPLINGS", "ShardDataset"]
+
+#: Where ``rgb``/``pose`` frames are decoded (``ShardDataset(decode=...)``).
+DECODE_PLACES: tuple[str, ...] = ("cpu", "device")
 
 #: A user transform: takes a sample dict, returns the sample.
 Transform = Callable[[dict[str, Any]], Any]
@@ -89,7 +96,34 @@ def _crop_size(crop: int | Sequence[int] | None) -> tuple[int, int] | None:
     return int(crop[0]), int(crop[1])
 
 
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """``items`` in lists of ``size`` (the last one shorter)."""
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _new_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor; in a DataLoader worker, in shared memory from the start (as
+    ``default_collate`` allocates a batch there), so sending it to the training process
+    copies nothing."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    numel = int(np.prod(shape))
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel)
+    return torch.empty(0, dtype=dtype).new(storage).resize_(shape)
+
+
 # --------------------------------------------------------------------------- dataset
+
+
+#: What ``ShardDataset`` yields when ``modalities`` is left out (those the shards hold).
+DEFAULT_MODALITIES: tuple[str, ...] = ("rgb", "flow", "pose", "keypoints")
 
 
 class ShardDataset(IterableDataset):
@@ -100,10 +134,11 @@ class ShardDataset(IterableDataset):
             ``shards/`` folder is read), or a list of any of these. A directory
             holding both formats is read as Parquet (see :func:`~tristream.shards.shard_files`).
         modalities: which of ``rgb``, ``flow``, ``pose``, ``keypoints``,
-            ``keypoints3d`` to yield.
-            Requested modalities that the shards lack are skipped silently (the
-            key is absent from the sample); a ``ValueError`` is raised when a
-            shard holds none of them.
+            ``keypoints3d`` to yield. Given explicitly, every one must be in the shards:
+            a modality that no shard holds is a ``ValueError`` naming it and what the
+            shards hold. Left out (None): ``rgb``, ``flow``, ``pose`` and ``keypoints``,
+            those of them the shards hold (a run without persons has no ``pose``).
+            A shard that holds none of them is a ``ValueError``.
         clip_len: T, frames per clip.
         frame_stride: step between the row frames of a clip (``random``,
             ``center``, ``all``); a clip spans ``(T - 1) * frame_stride + 1`` row frames.
@@ -155,6 +190,30 @@ class ShardDataset(IterableDataset):
             move from DataLoader workers.
         fmt: ``parquet`` or ``tfrecord`` to choose the format in a directory
             holding both.
+        decode: where ``rgb`` and ``pose`` frames are decoded: ``cpu`` (in the
+            DataLoader workers, default) or ``device``: the samples carry them still
+            encoded (:class:`~tristream.shards.device.EncodedClip`, with the clip's
+            crop and flip), batched by :func:`tristream.shards.device.collate` and decoded
+            on the GPU by :class:`~tristream.shards.device.DeviceDecoder` (which falls
+            back to the CPU with a warning where it cannot). ``dtype`` then applies to
+            ``flow`` only; flow is decoded on the CPU either way.
+        frame_index: how shards' frame indexes (``<shard>.idx``, written beside each
+            shard; see :mod:`tristream.shards.frame_index`) are used: ``auto`` reads
+            only a clip's frames from a shard whose index matches it, and whole rows
+            from a shard without one (or, with a warning, whose index does not match
+            it); ``require`` raises ``ValueError`` for a shard without a matching
+            index; ``off`` reads whole rows.
+        batch_size: yield batches of this many samples instead of single samples, for a
+            ``DataLoader(dataset, batch_size=None)``: the same batches, in the same order,
+            as ``DataLoader(dataset, batch_size=...)`` over the unbatched dataset gives
+            (each worker batches its own samples, the last batch of a worker may be
+            shorter), but with a fixed ``crop``, no ``transform`` and no
+            ``shuffle_buffer``, the ``rgb``/``flow``/``pose`` clips (uint8 or float32) are
+            decoded straight into the batch's tensor, allocated in shared memory, which
+            saves ``default_collate``'s copy of every clip (``len()`` still counts samples).
+        store: where ``s3://`` / ``gs://`` paths are read
+            (:class:`~tristream.shards.storage.StoreConfig` or ``Store``; None: the
+            environment's).
         transform: a callable applied to each sample dict after the built-in
             steps (sampling, decoding, crop, flip, normalisation, person padding);
             its return value is the sample (e.g. a dict with more keys, or the
@@ -217,7 +276,7 @@ class ShardDataset(IterableDataset):
     def __init__(
         self,
         path: str | os.PathLike | Sequence[str | os.PathLike],
-        modalities: Sequence[str] = ("rgb", "flow", "pose", "keypoints"),
+        modalities: Sequence[str] | None = None,
         clip_len: int = 64,
         frame_stride: int = 1,
         sampling: str | None = None,
@@ -236,9 +295,14 @@ class ShardDataset(IterableDataset):
         dtype: torch.dtype = torch.float32,
         fmt: str | None = None,
         transform: Transform | None = None,
+        decode: str = "cpu",
+        frame_index: str = "auto",
+        store: StoreLike = None,
+        batch_size: int | None = None,
     ):
         super().__init__()
-        modalities = tuple(modalities)
+        explicit = modalities is not None
+        modalities = tuple(modalities) if explicit else DEFAULT_MODALITIES
         unknown = set(modalities) - set(MODALITIES)
         if unknown or not modalities:
             raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}")
@@ -257,6 +321,10 @@ class ShardDataset(IterableDataset):
             raise ValueError(f"dtype must be a float dtype or torch.uint8, got {dtype}")
         if max_persons is not None and max_persons < 0:
             raise ValueError("max_persons must be >= 0 or None")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError("batch_size must be >= 1 or None")
+        if decode not in DECODE_PLACES:
+            raise ValueError(f"decode must be one of {DECODE_PLACES}, got {decode!r}")
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable, got {type(transform).__name__}")
 
@@ -269,13 +337,26 @@ class ShardDataset(IterableDataset):
         self.max_persons = max_persons
         self.last_flow = last_flow
         self.dtype = dtype
+        #: Where rgb/pose frames are decoded: ``cpu`` or ``device`` (see the class docstring).
+        self.decode = decode
+        #: Samples per yielded batch (None: single samples), see the class docstring.
+        self.batch_size = batch_size
         #: The user's per-sample transform (see the class docstring), or None.
         self.transform = transform
         self.epoch = 0
         self._frozen_dist: tuple[int, int] | None = None
 
         #: The shard files, indexed (all file I/O goes through it).
-        self.source = RowSource(path, modalities, self.sampler.needs_num_frames, fmt)
+        self.source = RowSource(
+            path, modalities, self.sampler.needs_num_frames, fmt, frame_index, store
+        )
+        missing = [m for m in modalities if m not in self.source.available]
+        if explicit and missing and self.source.files:
+            held = sorted({m for f in self.source.files for m in f.modalities})
+            raise ValueError(
+                f"modalities {missing} are in none of the shards (they hold {held}); "
+                "ask for those, or leave modalities out for what the shards hold"
+            )
         self._units = self._unit_index()
 
     # ------------------------------------------------------------------ parts
@@ -377,18 +458,71 @@ class ShardDataset(IterableDataset):
         worker, workers = current_worker()
         order = self._units.epoch_order(self.shuffle, self.seed, self.epoch)
         units, padded = self.partitioner.assign(order, rank, world, worker, workers)
+        buffered = self.shuffle and self.shuffle_buffer > 1
         with self.source.open() as reader:
+            if self.batch_size and not buffered and self.transform is None:
+                yield from self._batches(reader, units, padded)
+                return
             samples: Iterable[Any] = (
                 self._sample(reader, int(u), bool(p)) for u, p in zip(units, padded)
             )
-            if self.shuffle and self.shuffle_buffer > 1:
+            if buffered:
                 rng = buffer_rng(self.seed, self.epoch, rank, worker)
                 samples = shuffle_buffer(samples, self.shuffle_buffer, rng)
+            if self.batch_size:
+                samples = _chunks(samples, self.batch_size)
+                samples = (collate(batch) for batch in samples)
             yield from samples
+
+    def _batches(
+        self, reader: RowSourceReader, units: np.ndarray, padded: np.ndarray
+    ) -> Iterator[dict[str, Any]]:
+        """Batches of ``batch_size`` samples whose clip tensors are decoded straight into
+        one buffer per modality and batch (shared memory in a DataLoader worker, so it
+        crosses to the training process without a copy); else collated as usual."""
+        size = self.batch_size
+        for start in range(0, len(units), size):
+            part = list(zip(units[start : start + size], padded[start : start + size]))
+            buffers = self._batch_buffers(len(part))
+            batch = [
+                self._sample(reader, int(u), bool(p), {m: b[k] for m, b in buffers.items()})
+                for k, (u, p) in enumerate(part)
+            ]
+            direct = {
+                m: b
+                for m, b in buffers.items()
+                if all(
+                    isinstance(x.get(m), torch.Tensor) and x[m].data_ptr() == b[k].data_ptr()
+                    for k, x in enumerate(batch)
+                )
+            }
+            out = collate([{k: v for k, v in x.items() if k not in direct} for x in batch])
+            out.update(direct)
+            yield out
+
+    def _batch_buffers(self, n: int) -> dict[str, torch.Tensor]:
+        """Per image/flow modality asked for, an uninitialised ``[n, C, T, h, w]`` tensor
+        of ``dtype`` (shared memory in a DataLoader worker); none when the clip size is not
+        fixed (``crop=None``), frames stay encoded, or ``dtype`` has no numpy view."""
+        if self.crop is None or self.dtype not in (torch.uint8, torch.float32):
+            return {}
+        h, w = self.crop
+        channels = {"rgb": 3, "flow": 2, "pose": 3}
+        out = {}
+        for m in self.available:
+            if m in channels and not (m != "flow" and self.decode == "device"):
+                out[m] = _new_tensor((n, channels[m], self.clip_len, h, w), self.dtype)
+        return out
 
     # ------------------------------------------------------------------ samples
 
-    def _sample(self, reader: RowSourceReader, unit: int, padded: bool) -> Any:
+    def _sample(
+        self,
+        reader: RowSourceReader,
+        unit: int,
+        padded: bool,
+        out: dict[str, torch.Tensor] | None = None,
+    ) -> Any:
         """Sample ``unit`` of this epoch: read, sample, decode, crop/flip, normalise, transform."""
         row, clip = self._units.locate(unit)
         view = reader.read(row)
@@ -419,16 +553,17 @@ class ShardDataset(IterableDataset):
         present = view.modalities
         for m in ("rgb", "pose"):
             if m in want and m in present:
-                levels = decode_images(view, m, frames, box, flip)
-                if gather is not None:
-                    levels = levels[:, gather]
-                sample[m] = images_to_tensor(levels, self.dtype)
+                sample[m] = self._images(view, m, frames, gather, box, flip, (out or {}).get(m))
         if "flow" in want and "flow" in present:
             flow, zero = decode_flow(view, frames, box, flip, self.last_flow)
             if gather is not None:
                 flow, zero = flow[:, gather], zero[gather]
             quantised = view.flow_encoding != "f16"
-            sample["flow"] = flow_to_tensor(flow, zero, quantised, flip, self.dtype)
+            tensor = flow_to_tensor(flow, zero, quantised, flip, self.dtype)
+            slot = (out or {}).get("flow")
+            if slot is not None and slot.shape == tensor.shape:
+                tensor = slot.copy_(tensor)
+            sample["flow"] = tensor
         if "keypoints" in want and "keypoints" in present:
             kp = box.apply_to_keypoints(view.keypoints()[:, idx])
             if flip:
@@ -440,6 +575,45 @@ class ShardDataset(IterableDataset):
         if self.transform is not None:
             return self.transform(sample)
         return sample
+
+    def _images(
+        self,
+        view: RowView,
+        modality: str,
+        frames: np.ndarray,
+        gather: np.ndarray | None,
+        box: CropBox,
+        flip: bool,
+        slot: torch.Tensor | None = None,
+    ) -> torch.Tensor | EncodedClip:
+        """The clip of ``rgb`` or ``pose``: ``dtype`` ``[3, T, h, w]`` (decoded straight
+        into the tensor for uint8 clips without repeated frames), or encoded. ``slot``: a
+        uint8 or float32 tensor of that shape to write it into (a batch buffer's row)."""
+        if self.decode == "device":
+            return EncodedClip(
+                frames=tuple(bytes(d) for d in view.iter_encoded(modality, frames)),
+                gather=None if gather is None else tuple(int(g) for g in gather),
+                box=(box.top, box.left, box.height, box.width),
+                flip=flip,
+                size=(view.height, view.width),
+            )
+        shape = (3, self.clip_len, box.height, box.width)
+        if slot is not None and (tuple(slot.shape) != shape or slot.dtype != self.dtype):
+            slot = None
+        if gather is None and self.dtype == torch.uint8:
+            tensor = torch.empty(shape, dtype=torch.uint8) if slot is None else slot
+            decode_images(view, modality, frames, box, flip, out=tensor.numpy())
+            return tensor
+        levels = decode_images(view, modality, frames, box, flip)
+        if gather is not None:
+            levels = levels[:, gather]
+        if slot is None:
+            return images_to_tensor(levels, self.dtype)
+        if self.dtype == torch.uint8:
+            slot.numpy()[...] = levels
+        else:
+            levels_to_unit(levels, slot.numpy())
+        return slot
 
     def _keypoints3d(self, view: RowView, idx: np.ndarray, flip: bool) -> tuple[torch.Tensor, int]:
         """``[M, T, 17, 3]`` metres at row frames ``idx``, zero where the 2D joint is unseen,

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,17 +129,29 @@ def _stored_shard_files(uri: str, fmt: str | None, store: storage.Store) -> list
     return []
 
 
-def open_parquet(path: str, store: StoreLike = None) -> pq.ParquetFile:
+def open_parquet(
+    path: str, store: StoreLike = None, pre_buffer: bool | None = None
+) -> pq.ParquetFile:
     """A :class:`pyarrow.parquet.ParquetFile` on a local path or an object-store URI
-    (on ``store``: None is the environment's)."""
+    (on ``store``: None is the environment's). ``pre_buffer``: pyarrow's option (coalesced
+    background reads: fewer requests on an object store, but 3-5x the CPU of plain reads
+    for a few small columns of a local file); None keeps pyarrow's default."""
     fs, inner = storage.resolve(path, store)
-    return pq.ParquetFile(inner, filesystem=fs)
+    options = {} if pre_buffer is None else {"pre_buffer": pre_buffer}
+    try:
+        return pq.ParquetFile(inner, filesystem=fs, **options)
+    except FileNotFoundError:
+        raise
+    except (OSError, pa.ArrowException) as exc:  # truncated or damaged: name the file
+        raise ShardReadError(f"{path}: unreadable parquet shard ({exc})") from exc
 
 
 # --------------------------------------------------------------------------- writing
 
 
-def open_shard_writer(path: str, schema: pa.Schema, store: StoreLike = None) -> AtomicRowWriter:
+def open_shard_writer(
+    path: str, schema: pa.Schema, store: StoreLike = None, index: bool = True
+) -> AtomicRowWriter:
     """A writer of raw rows for the shard file ``path``, by its suffix.
 
     A :class:`~tristream.shards.parquet.ParquetShardWriter` or a
@@ -147,19 +160,26 @@ def open_shard_writer(path: str, schema: pa.Schema, store: StoreLike = None) -> 
     file appears at ``path`` only when the ``with`` block (or ``close()``)
     ends without an exception. ``schema`` is the run's Arrow schema
     (:func:`~tristream.shards.schema.arrow_schema`). A URI ``path`` is uploaded to
-    ``store`` (None: the environment's).
+    ``store`` (None: the environment's). With ``index`` the frame index
+    ``<path>.idx`` (:func:`tristream.shards.frame_index.index_path`) is written just
+    before the shard appears; without, an index of that name is removed.
     """
-    writer = _WRITERS[shard_format(path)](path, schema)
+    writer = _WRITERS[shard_format(path)](path, schema, index=index)
     writer.store = store
     return writer
 
 
 def write_rows(
-    path: str, rows: Iterable[dict[str, Any]], schema: pa.Schema, store: StoreLike = None
+    path: str,
+    rows: Iterable[dict[str, Any]],
+    schema: pa.Schema,
+    store: StoreLike = None,
+    index: bool = True,
 ) -> int:
     """Write raw ``rows`` to the shard file ``path`` (format by suffix) atomically; the count.
-    A URI ``path`` is written to ``store`` (None: the environment's)."""
-    with open_shard_writer(path, schema, store) as writer:
+    A URI ``path`` is written to ``store`` (None: the environment's); ``index``: as
+    :func:`open_shard_writer`."""
+    with open_shard_writer(path, schema, store, index) as writer:
         for row in rows:
             writer.write(row)
     return writer.rows
@@ -190,6 +210,10 @@ def _check_columns(columns: Sequence[str] | None) -> list[str] | None:
     return list(columns)
 
 
+class ShardReadError(ValueError):
+    """A shard file that exists but cannot be read (truncated, damaged); names the file."""
+
+
 def iter_raw_rows(
     file: str | os.PathLike, columns: Sequence[str] | None = None, store: StoreLike = None
 ) -> Iterator[dict[str, Any]]:
@@ -202,14 +226,22 @@ def iter_raw_rows(
     """
     path = os.fspath(file)
     columns = _check_columns(columns)
-    if shard_format(path) == "parquet":
-        pf = open_parquet(path, store)
-        read = _parquet_columns(pf, columns)
-        for group in range(pf.num_row_groups):
-            yield from pf.read_row_group(group, columns=read).to_pylist()
-    else:
-        for data in iter_records(path, store=store):
-            yield _select(example_to_row(data), columns)
+    fmt = shard_format(path)
+    try:
+        if fmt == "parquet":
+            pf = open_parquet(path, store)
+            read = _parquet_columns(pf, columns)
+            for group in range(pf.num_row_groups):
+                yield from pf.read_row_group(group, columns=read).to_pylist()
+        else:
+            for data in iter_records(path, store=store):
+                yield _select(example_to_row(data), columns)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, pa.ArrowException) as exc:  # truncated, damaged: name it
+        if path in str(exc):
+            raise
+        raise ShardReadError(f"{path}: unreadable {fmt} shard ({exc})") from exc
 
 
 # --------------------------------------------------------------------------- random access
@@ -288,13 +320,66 @@ def index_shard(
     return ShardIndex(info, np.zeros(len(pos), np.int64), pos, values)
 
 
+#: Files a :class:`ShardRowReader` (and the frame-index reader) keeps open at most.
+MAX_OPEN_FILES = 4
+
+
+class HandleCache:
+    """At most ``max_open`` open files, the least recently used closed first.
+
+    ``get(key, opener)`` returns the handle of ``key``, opening it with ``opener()``
+    when it is not open. Memory and file descriptors stay bounded whatever the number
+    of shard files a reader visits.
+    """
+
+    def __init__(self, max_open: int = MAX_OPEN_FILES):
+        if max_open < 1:
+            raise ValueError("max_open must be >= 1")
+        self.max_open = max_open
+        self._handles: OrderedDict[Any, Any] = OrderedDict()
+
+    def get(self, key: Any, opener: Callable[[], Any]) -> Any:
+        handle = self._handles.get(key)
+        if handle is not None:
+            self._handles.move_to_end(key)
+            return handle
+        handle = opener()
+        self._handles[key] = handle
+        while len(self._handles) > self.max_open:
+            _, old = self._handles.popitem(last=False)
+            _close(old)
+        return handle
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+    def close(self) -> None:
+        """Close every open handle."""
+        while self._handles:
+            _, handle = self._handles.popitem(last=False)
+            _close(handle)
+
+
+def _close(handle: Any) -> None:
+    close = getattr(handle, "close", None)
+    if close is not None:
+        close()
+
+
+def release_arrow_memory() -> None:
+    """Give memory that Arrow's allocator holds for reuse back to the system (after a row's
+    buffers are dropped), so a reader's resident size does not grow with the rows it read."""
+    pa.default_memory_pool().release_unused()
+
+
 class ShardRowReader:
     """Random access to raw rows of several shard files (one reader per DataLoader worker).
 
     ``files``: the files' :class:`ShardFileInfo`; ``columns``: per file, the
-    columns to read (None: all). Keeps files open, and the last Parquet row
-    group and the last row in memory, so consecutive reads of one row read it
-    once. Not thread-safe; :meth:`close` (or a ``with`` block) closes the files.
+    columns to read (None: all). Keeps at most ``max_open`` files open (the least
+    recently used is closed first) and the last row in memory, so consecutive reads of
+    one row read it once; a Parquet row's Arrow buffers are released once it is turned
+    into Python values. Not thread-safe; :meth:`close` (or a ``with`` block) closes the files.
     """
 
     def __init__(
@@ -302,17 +387,21 @@ class ShardRowReader:
         files: Sequence[ShardFileInfo],
         columns: Sequence[Sequence[str] | None] | None = None,
         store: StoreLike = None,
+        max_open: int = MAX_OPEN_FILES,
     ):
         self.files = list(files)
         self.store = store  # where URIs are read (None: the environment's)
         self.columns = [None] * len(self.files) if columns is None else list(columns)
         if len(self.columns) != len(self.files):
             raise ValueError(f"{len(self.columns)} column lists for {len(self.files)} files")
-        self._handles: dict[int, Any] = {}
-        self._group_key: tuple[int, int] | None = None
-        self._group: Any = None
+        self._handles = HandleCache(max_open)
         self._row_key: tuple[int, int, int] | None = None
         self._row: dict[str, Any] | None = None
+
+    @property
+    def open_files(self) -> int:
+        """Files open now (at most ``max_open``)."""
+        return len(self._handles)
 
     def read(self, file: int, group: int, pos: int) -> dict[str, Any]:
         """The raw row at ``(group, pos)`` (see :class:`ShardIndex`) of file number ``file``."""
@@ -321,18 +410,17 @@ class ShardRowReader:
             return self._row
         info = self.files[file]
         columns = self.columns[file]
+        self._row = None  # drop the last row before reading the next
         if info.format == "parquet":
-            if self._group_key != (file, group):
-                pf = self._handles.get(file)
-                if pf is None:
-                    pf = self._handles[file] = open_parquet(info.path, self.store)
-                self._group = pf.read_row_group(group, columns=_parquet_columns(pf, columns))
-                self._group_key = (file, group)
-            row = self._group.slice(pos, 1).to_pylist()[0]
+            pf = self._handles.get(file, lambda: open_parquet(info.path, self.store))
+            read = _parquet_columns(pf, columns)
+            # on the calling thread, so that releasing Arrow's unused memory reaches it
+            table = pf.read_row_group(group, columns=read, use_threads=False)
+            row = table.slice(pos, 1).to_pylist()[0]
+            del table
+            release_arrow_memory()
         else:
-            f = self._handles.get(file)
-            if f is None:
-                f = self._handles[file] = storage.open_input(info.path, store=self.store)
+            f = self._handles.get(file, lambda: storage.open_input(info.path, store=self.store))
             data = read_record_at(f, pos)
             if data is None:
                 raise ValueError(f"{info.path}: no record at byte {pos}")
@@ -341,14 +429,10 @@ class ShardRowReader:
         return row
 
     def close(self) -> None:
-        """Close the open files and drop the cached row group and row."""
-        for handle in self._handles.values():
-            close = getattr(handle, "close", None)
-            if close is not None:
-                close()
-        self._handles.clear()
-        self._group = self._row = None
-        self._group_key = self._row_key = None
+        """Close the open files and drop the cached row."""
+        self._handles.close()
+        self._row = None
+        self._row_key = None
 
     def __enter__(self) -> ShardRowReader:
         return self

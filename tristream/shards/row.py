@@ -209,6 +209,14 @@ def encode_row(
 # --------------------------------------------------------------------------- decode
 
 
+def _prefetch(frames: Any, indices: list[int]) -> None:
+    """Ask a lazy frame column (one with ``prefetch``, e.g.
+    :class:`tristream.shards.row_source.LazyFrames`) for ``indices`` in one go."""
+    prefetch = getattr(frames, "prefetch", None)
+    if prefetch is not None:
+        prefetch(indices)
+
+
 def parse_meta_json(text: str | None) -> dict[str, Any]:
     """A row's ``meta`` JSON as a dict (``{}`` when empty or None).
 
@@ -233,7 +241,9 @@ class RowView(Mapping[str, Any]):
     """A lazy view over one raw shard row: decodes only what is asked for.
 
     ``raw`` is a mapping column -> Python value as read from Parquet or
-    TFRecord (it may hold a subset of the columns). ``view[column]`` is the raw
+    TFRecord (it may hold a subset of the columns); a frame column may be a lazy
+    sequence of encoded frames with a ``prefetch(indices)`` method, which is called
+    with the frames about to be decoded. ``view[column]`` is the raw
     value (scalars: ``view["video_id"]``, ``view["segment"]``, ...). Decoding
     methods check the row's schema version first (:attr:`meta`) and raise
     ``KeyError`` when the row lacks the modality, ``ValueError`` on bytes that
@@ -341,10 +351,11 @@ class RowView(Mapping[str, Any]):
 
     # ------------------------------------------------------------------ images
 
-    def iter_images(
+    def iter_encoded(
         self, modality: str, indices: Iterable[int] | None = None
-    ) -> Iterator[np.ndarray]:
-        """Decode ``rgb`` or ``pose`` frames ``indices`` one by one: uint8 ``[H, W, 3]`` RGB."""
+    ) -> Iterator[bytes | memoryview]:
+        """The ``rgb`` or ``pose`` frames ``indices`` as stored (JPEG/PNG bytes), one by one;
+        a lazy frame column fetches them all first, in one go."""
         if modality not in _IMAGE_COLUMNS:
             raise ValueError(f"{modality!r} is not an image modality; use rgb or pose")
         self.meta  # noqa: B018 - a newer schema raises before anything is decoded
@@ -353,10 +364,21 @@ class RowView(Mapping[str, Any]):
             raise ValueError(
                 f"row has {len(data)} {modality} frames but num_frames {self.num_frames}"
             )
+        picked = self._indices(len(data), indices, f"{modality} frame")
+        _prefetch(data, picked)
+        for i in picked:
+            yield data[i]
+
+    def iter_images(
+        self, modality: str, indices: Iterable[int] | None = None
+    ) -> Iterator[np.ndarray]:
+        """Decode ``rgb`` or ``pose`` frames ``indices`` one by one: uint8 ``[H, W, 3]`` RGB."""
         size = (self.height, self.width)
-        for i in self._indices(len(data), indices, f"{modality} frame"):
-            image = decode_image(data[i])
+        picked = None if indices is None else list(indices)
+        for k, data in enumerate(self.iter_encoded(modality, picked)):
+            image = decode_image(data)
             if image.shape[:2] != size:
+                i = k if picked is None else picked[k]
                 raise ValueError(
                     f"{modality} frame {i} is {image.shape[1]}x{image.shape[0]} in a row of "
                     f"{size[1]}x{size[0]}"
@@ -401,7 +423,10 @@ class RowView(Mapping[str, Any]):
                 f"{self.num_frames} frames (expected num_frames - 1 of each)"
             )
         h, w = self.height, self.width
-        for i in self._indices(len(xs), indices, "flow pair"):
+        picked = self._indices(len(xs), indices, "flow pair")
+        _prefetch(xs, picked)
+        _prefetch(ys, picked)
+        for i in picked:
             planes = []
             for data in (xs[i], ys[i]):
                 if encoding == "f16":

@@ -9,6 +9,7 @@ TensorFlow, the ``tfrecord`` package or any other TFRecord reader opens them.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
@@ -17,16 +18,25 @@ import google_crc32c
 import pyarrow as pa
 
 from tristream.shards import example_proto as example_pb2
-from tristream.shards import storage
+from tristream.shards import frame_index, storage
 from tristream.shards.atomic import AtomicRowWriter
-from tristream.shards.schema import COLUMNS, COLUMNS_BY_NAME, Column
+from tristream.shards.schema import COLUMNS, COLUMNS_BY_NAME, Column, modalities_of
 
 _MASK_DELTA = 0xA282EAD8
+#: The context columns of each modality that a row holding it always has.
+_REQUIRED: dict[str, tuple[Column, ...]] = {
+    m: tuple(c for c in COLUMNS if c.modality == m and not c.nullable and not c.sequence)
+    for m in {c.modality for c in COLUMNS if c.modality}
+}
 
 
-def _masked_crc(data: bytes) -> int:
+def masked_crc(data: bytes) -> int:
+    """TFRecord's masked CRC32C of ``data`` (what a record stores after its length and data)."""
     crc = google_crc32c.value(data)
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+_masked_crc = masked_crc
 
 
 def write_record(f: BinaryIO, data: bytes) -> None:
@@ -140,6 +150,36 @@ def row_to_example(row: dict[str, Any]) -> bytes:
     return ex.SerializeToString(deterministic=True)
 
 
+def _context_columns(context: example_pb2.Features, row: dict[str, Any]) -> None:
+    """Fill ``row`` with the context columns of ``context`` (see :func:`example_to_row`).
+
+    An absent nullable column is None when its modality is in the record (or it has
+    none: ``label``), and left out with the modality otherwise (``source_height`` of a
+    run without persons), as a Parquet file without the modality's columns gives it.
+    """
+    keys = context.feature
+    for col in COLUMNS:
+        if col.sequence:
+            continue
+        if col.tf_key not in keys:
+            if col.nullable and (col.modality is None or _has_modality(keys, col.modality)):
+                row[col.name] = None
+            continue
+        values = _get_feature(context.feature[col.tf_key], col)
+        if pa.types.is_list(col.type):
+            row[col.name] = values
+        else:
+            value = values[0]
+            if pa.types.is_string(col.type):
+                value = value.decode("utf-8")
+            row[col.name] = value
+
+
+def _has_modality(keys: Any, modality: str) -> bool:
+    """Whether a context holds a required column of ``modality``."""
+    return any(c.tf_key in keys for c in _REQUIRED.get(modality, ()))
+
+
 def example_to_row(data: bytes) -> dict[str, Any]:
     """Parse SequenceExample bytes back to a raw shard row (the inverse of :func:`row_to_example`).
 
@@ -150,23 +190,21 @@ def example_to_row(data: bytes) -> dict[str, Any]:
     ex.ParseFromString(data)
     row: dict[str, Any] = {}
     for col in COLUMNS:
-        if col.sequence:
-            if col.tf_key in ex.feature_lists.feature_list:
-                flist = ex.feature_lists.feature_list[col.tf_key]
-                row[col.name] = [f.bytes_list.value[0] for f in flist.feature]
-            continue
-        if col.tf_key not in ex.context.feature:
-            if col.nullable:
-                row[col.name] = None
-            continue
-        values = _get_feature(ex.context.feature[col.tf_key], col)
-        if pa.types.is_list(col.type):
-            row[col.name] = values
-        else:
-            value = values[0]
-            if pa.types.is_string(col.type):
-                value = value.decode("utf-8")
-            row[col.name] = value
+        if col.sequence and col.tf_key in ex.feature_lists.feature_list:
+            flist = ex.feature_lists.feature_list[col.tf_key]
+            row[col.name] = [f.bytes_list.value[0] for f in flist.feature]
+    _context_columns(ex.context, row)
+    return {c.name: row[c.name] for c in COLUMNS if c.name in row}  # contract order
+
+
+def context_to_row(data: bytes) -> dict[str, Any]:
+    """Parse a record's context alone (a serialized ``tf.train.Features``, the range a frame
+    index names) to the raw row's columns that are not per-frame, as :func:`example_to_row`
+    gives them."""
+    context = example_pb2.Features()
+    context.ParseFromString(data)
+    row: dict[str, Any] = {}
+    _context_columns(context, row)
     return row
 
 
@@ -175,25 +213,52 @@ class TFRecordShardWriter(AtomicRowWriter):
 
     The same interface as :class:`tristream.shards.parquet.ParquetShardWriter`:
     ``write(row)``; the file appears at ``path`` only when the ``with`` block
-    (or :meth:`close`) ends without an exception.
+    (or :meth:`close`) ends without an exception, with its frame index
+    ``<path>.idx`` (:mod:`tristream.shards.frame_index`, written first) when ``index``.
+    The index does not change the file's bytes.
     """
 
-    def __init__(self, path: str, schema=None):
+    def __init__(self, path: str, schema=None, index: bool = True):
         super().__init__(path)
+        self.index = index
         self._file = open(self.tmp_path, "wb")  # closed by close() or abort()
+        self._pos = 0
+        self._crc = 0
+        self._names: set[str] = set()
+        self._builder = frame_index.IndexBuilder("tfrecord")
 
     def write(self, row: dict[str, Any]) -> None:
         """Append one row."""
-        write_record(self._file, row_to_example(row))
+        data = row_to_example(row)
+        length = struct.pack("<Q", len(data))
+        parts = (length, struct.pack("<I", _masked_crc(length)), data,
+                 struct.pack("<I", _masked_crc(data)))  # fmt: skip
+        for part in parts:
+            self._file.write(part)
+            self._crc = google_crc32c.extend(self._crc, part)
+        if self.index:
+            self._builder.add(frame_index.tfrecord_entry(data, self._pos))
+            self._names.update(k for k, v in row.items() if v is not None)
+        self._pos += 16 + len(data)
         self.rows += 1
 
     def _close_output(self) -> None:
         self._file.close()
 
+    def close(self) -> None:
+        """Finish the file, write its frame index, then move the file to ``path``."""
+        self._close_output()
+        data = None
+        if self.index:
+            name = os.path.basename(self.path.rstrip("/"))
+            data = self._builder.to_bytes(name, self._pos, self._crc, modalities_of(self._names))
+        frame_index.finish_with_index(self, data)
 
-def write_tfrecord_rows(path: str, rows: Iterable[dict[str, Any]]) -> int:
-    """Write ``rows`` as SequenceExamples to ``path`` atomically; return the row count."""
-    with TFRecordShardWriter(path) as writer:
+
+def write_tfrecord_rows(path: str, rows: Iterable[dict[str, Any]], index: bool = True) -> int:
+    """Write ``rows`` as SequenceExamples to ``path`` atomically (with its frame index when
+    ``index``); return the row count."""
+    with TFRecordShardWriter(path, index=index) as writer:
         for row in rows:
             writer.write(row)
     return writer.rows
