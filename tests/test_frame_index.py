@@ -502,10 +502,4 @@ def test_batches_made_in_the_dataset_equal_the_dataloader_batches(tmp_path, dtyp
         a, b = list(plain), list(batched)
         assert [len(x["video_id"]) for x in a] == [len(x["video_id"]) for x in b]
         assert sorted(v for x in b for v in x["video_id"]) == sorted(r["video_id"] for r in rows)
-        for x, y in zip(a, b, strict=True):
-            assert x.keys() == y.keys()
-            for key in x:
-                if isinstance(x[key], torch.Tensor):
-                    assert x[key].dtype == y[key].dtype and torch.equal(x[key], y[key]), key
-                else:
-                    assert x[key] == y[key], key
+        assert_same_samples(a, b)
