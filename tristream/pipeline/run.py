@@ -257,8 +257,15 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> RunResult:
     (:mod:`tristream.pipeline.interrupt`): :class:`RunInterrupted` says how many videos
     are done in the cache, and nothing else is written.
     """
-    with interrupt.signals_handled():
-        return _run(config, list(beam_args or []))
+    beam_args = list(beam_args or [])
+    options = PipelineOptions(beam_args)
+    local = options.view_as(StandardOptions).runner in LOCAL_RUNNERS and (
+        options.view_as(DirectOptions).direct_running_mode != "multi_processing"
+    )
+    # Only a run whose DoFns run in this process can see the flag; others keep Python's
+    # default (KeyboardInterrupt) and are stopped their runner's way.
+    with interrupt.signals_handled() if local else contextlib.nullcontext():
+        return _run(config, beam_args)
 
 
 def _run(config: RunConfig, beam_args: list[str]) -> RunResult:
