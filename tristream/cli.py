@@ -8,7 +8,6 @@ import difflib
 import logging
 import sys
 import traceback
-import typing
 
 from tristream import __version__
 
@@ -21,10 +20,18 @@ def _option_help(opt, default) -> str:
     return text.replace("%", "%%")  # argparse formats help with %
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> dict[str, str]:
+def _default_and_type(f: dataclasses.Field, kind) -> tuple[object, type]:
+    """A config field's default and its value type (``str | None`` -> ``str``)."""
+    from tristream.config import value_type
+
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    return default, value_type(kind)[0]
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
     """Add one flag per option field of :class:`~tristream.config.RunConfig` to ``parser``,
     made from the field's metadata (spelling, help, type) with no default of its own: an
-    absent flag keeps the field's default. Returns ``{dest: option name}``."""
+    absent flag keeps the field's default (the flag's ``dest`` is the option's name)."""
     from tristream.config import GROUPS, options_of
 
     sections: dict[str, argparse._ArgumentGroup] = {}
@@ -33,14 +40,12 @@ def add_config_options(parser: argparse.ArgumentParser) -> dict[str, str]:
         "persons": "persons (keypoints, boxes, tracks) and pose frames",
         "output": "output", "run": "run", "processing": "processing",
     }  # fmt: skip
-    dests: dict[str, str] = {}
     for cls in GROUPS.values():
         for f, opt, kind in options_of(cls):
             if opt.group not in sections:
                 sections[opt.group] = parser.add_argument_group(titles.get(opt.group, opt.group))
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            default, base = _default_and_type(f, kind)
             kw: dict = {"help": _option_help(opt, default), "default": argparse.SUPPRESS}
-            base = next((t for t in typing.get_args(kind) or (kind,) if t is not type(None)), str)
             if base is bool:
                 kw["action"] = "store_true" if not default else argparse.BooleanOptionalAction
             elif opt.repeat:
@@ -49,8 +54,6 @@ def add_config_options(parser: argparse.ArgumentParser) -> dict[str, str]:
                 kw["type"] = _parser(opt.parse or (base if base in (int, float) else str), opt.flag)
                 kw["metavar"] = _metavar(opt, base)
             sections[opt.group].add_argument(opt.flag, dest=opt.name, **kw)
-            dests[opt.name] = opt.name
-    return dests
 
 
 def options_table() -> str:
@@ -62,8 +65,7 @@ def options_table() -> str:
     lines = ["| flag | default | meaning |", "| --- | --- | --- |"]
     for cls in GROUPS.values():
         for f, opt, kind in options_of(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            base = next((t for t in typing.get_args(kind) or (kind,) if t is not type(None)), str)
+            default, base = _default_and_type(f, kind)
             if base is bool:
                 shown = "on" if default else "off"
             elif default == "":

@@ -169,15 +169,22 @@ def parse_flow_param(text: str) -> tuple[str, int | float]:
         raise ValueError(f"{name.strip()}={value!r} is not a number") from None
 
 
+def value_type(kind: Any) -> tuple[Any, bool]:
+    """An option field's value type and whether it may be None (``str | None`` ->
+    ``(str, True)``)."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        args = typing.get_args(kind)
+        return next((t for t in args if t is not type(None)), str), type(None) in args
+    return kind, False
+
+
 def _check_value(opt: Option, kind: Any, value: Any) -> Any:
     """Type, choices and bounds of one option value; ValueError naming the flag. Returns
     the value in its one spelling (an int given for a float option becomes a float)."""
     base = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-    union = typing.get_origin(kind) in (typing.Union, types.UnionType)
-    args = typing.get_args(kind) if union else (kind,)
-    target = next((t for t in args if t is not type(None)), kind)
+    target, optional = value_type(kind)
     if value is None:
-        if type(None) in args:
+        if optional:
             return None
         raise ValueError(f"{opt.flag} must be given")
     if target in base:
