@@ -16,7 +16,7 @@ import io
 import json
 import math
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 
 from tristream.process import VideoTask
@@ -112,9 +112,7 @@ def _with_ids(paths: list[str], root: str) -> list[tuple[str, str]]:
     for files that share a stem (``a.ts`` and ``a.mkv`` are two videos, ids ``a.ts`` and
     ``a.mkv``; a stem alone keeps its suffix-less id)."""
     ids = [_id_from_path(p, root) for p in paths]
-    counts = defaultdict(int)
-    for vid in ids:
-        counts[vid] += 1
+    counts = Counter(ids)
     out = []
     for vid, path in zip(ids, paths, strict=True):
         if counts[vid] > 1:

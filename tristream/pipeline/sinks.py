@@ -100,7 +100,7 @@ def write_shard(config, schema, folder, split, shard, num_shards, rows, videos) 
         writers = [
             stack.enter_context(open_shard_writer(p, schema, store, index=_indexed(p, config)))
             for p in paths
-        ]
+        ]  # published (and hashed) as the block ends
         for row in rows:
             for writer in writers:
                 writer.write(row)
@@ -110,14 +110,14 @@ def write_shard(config, schema, folder, split, shard, num_shards, rows, videos) 
         {
             "path": storage.relative(p, config.output.path),
             "bytes": storage.getsize(p, store),
-            "sha256": storage.content_hash(p, store),  # what inspect and readers check
+            "sha256": w.sha256,  # hashed before publishing: no read-back of an upload
         }
         | (
             {"index": storage.relative(index_path(p), config.output.path)}
             if _indexed(p, config)
             else {}
         )  # fmt: skip
-        for p in paths
+        for p, w in zip(paths, writers, strict=True)
     ]
     return {
         "split": split,

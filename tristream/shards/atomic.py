@@ -74,6 +74,9 @@ class AtomicRowWriter:
         self._atomic = atomic_path(path, lambda: self.store)
         self.tmp_path = self._atomic.__enter__()
         self.rows = 0
+        #: SHA-256 (hex) of the published file's bytes, taken from the local temporary
+        #: file just before it is published (no read-back of an uploaded object).
+        self.sha256: str | None = None
 
     def write(self, row: dict[str, Any]) -> None:
         """Append one row."""
@@ -86,6 +89,11 @@ class AtomicRowWriter:
     def close(self) -> None:
         """Finish the file and move it to ``path``."""
         self._close_output()
+        self.publish()
+
+    def publish(self) -> None:
+        """Move the finished temporary file to ``path`` (its SHA-256 in :attr:`sha256`)."""
+        self.sha256 = storage.content_hash(self.tmp_path)
         self._atomic.__exit__(None, None, None)
 
     def abort(self, exc: BaseException) -> None:

@@ -635,7 +635,7 @@ def finish_with_index(writer: AtomicRowWriter, data: bytes | None) -> None:
     except BaseException as exc:
         writer._atomic.__exit__(type(exc), exc, exc.__traceback__)
         raise
-    writer._atomic.__exit__(None, None, None)
+    writer.publish()
 
 
 def main(argv: list[str] | None = None) -> int:
