@@ -69,7 +69,7 @@ sys.path.insert(0, str(REPO))
 
 from scripts.samples import video  # noqa: E402
 from tristream.shards import ShardDataset  # noqa: E402
-from tristream.shards.clip_decode import decode_color  # noqa: E402
+from tristream.shards.clip_decode import decode_window  # noqa: E402
 from tristream.shards.clip_transforms import CropFlip, images_to_tensor  # noqa: E402
 from tristream.shards.files import write_rows  # noqa: E402
 from tristream.shards.frame_index import index_path  # noqa: E402
@@ -196,9 +196,7 @@ class ClipReader(IterableDataset):
             out = np.empty((3, len(idx), box.height, box.width), np.uint8)
             for k, p in enumerate(paths):
                 with open(p, "rb") as f:
-                    image = decode_color(f.read())
-                window = box.crop(image)
-                out[:, k] = (window[:, ::-1] if flip else window).transpose(2, 0, 1)
+                    decode_window(f.read(), self.data["sizes"][v], box, flip, out[:, k])
             return images_to_tensor(out, self.dtype)
         frames = []  # mmaction2: RawFrameDecode (rgb), RandomCrop, Flip, FormatShape
         for p in paths:

@@ -73,3 +73,49 @@ def test_unknown_encodings_are_rejected():
         encode_flow(_smooth_flow(), "webp")
     with pytest.raises(ValueError, match="image format"):
         encode_image(np.zeros((2, 2, 3), np.uint8), "gif")
+
+
+def _real_frames(path: str, count: int = 6) -> np.ndarray:
+    """``count`` real frames (uint8 [T, H, W, 3] RGB) from the ffmpeg CLI, 2 s apart."""
+    from tests.helpers import reference_frames
+
+    return reference_frames(path, 0.5, 272, 640)[:count]
+
+
+@pytest.mark.parametrize("quality", [95, 75])
+def test_jpeg_decode_gives_opencvs_pixels(bikes, quality):
+    """decode_image (simplejpeg for JPEG) against OpenCV's own decode of the same bytes,
+    for colour frames, flow-like gray planes and the luma of a colour frame."""
+    import cv2
+
+    for frame in _real_frames(bikes):
+        data = encode_image(frame, "jpeg", quality)
+        buf = np.frombuffer(data, np.uint8)
+        want = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        got = decode_image(data)
+        assert got.dtype == np.uint8 and got.flags.c_contiguous
+        assert np.array_equal(got, want)
+        assert np.array_equal(decode_image(memoryview(data)), want)  # index reads: views
+        assert np.array_equal(decode_image(data, gray=True), cv2.imdecode(buf, 0))
+        gray = np.ascontiguousarray(frame[..., 1])
+        data = encode_image(gray, "jpeg", quality)
+        got = decode_image(data, gray=True)
+        assert got.shape == gray.shape
+        assert np.array_equal(got, cv2.imdecode(np.frombuffer(data, np.uint8), 0))
+
+
+def test_png_frames_decode_exactly(bikes):
+    frame = _real_frames(bikes, 1)[0]
+    assert np.array_equal(decode_image(encode_image(frame, "png")), frame)
+    gray = np.ascontiguousarray(frame[..., 0])
+    assert np.array_equal(decode_image(encode_image(gray, "png"), gray=True), gray)
+
+
+def test_damaged_jpeg_is_an_error_not_a_grey_frame(bikes):
+    data = encode_image(_real_frames(bikes, 1)[0], "jpeg")
+    with pytest.raises(ValueError, match="not a decodable JPEG"):
+        decode_image(data[: len(data) // 2])  # cut mid-scan
+    with pytest.raises(ValueError, match="not a decodable"):
+        decode_image(b"\xff\xd8 not a jpeg")
+    with pytest.raises(ValueError, match="not a decodable"):
+        decode_image(b"neither jpeg nor png")

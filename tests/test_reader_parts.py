@@ -32,6 +32,7 @@ from tristream.shards.clip_transforms import (
     CropBox,
     CropFlip,
     crop_flip,
+    crop_flip_into,
     flow_to_tensor,
     hflip_image,
     hflip_keypoints,
@@ -268,6 +269,29 @@ def test_crop_and_flip_read_pixel_by_pixel():
     assert np.array_equal(hflip_image(image)[:, 0], image[:, 5])
     with pytest.raises(ValueError):
         CropBox(-1, 0, 2, 2)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_crop_flip_into_copies_the_window_channels_first(flip):
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    box = CropBox(top=2, left=3, height=5, width=6)
+    clip = np.zeros((3, 2, 5, 6), np.uint8)
+    crop_flip_into(image, box, flip, clip[:, 1])  # planes of a [C, T, h, w] clip
+    assert not clip[:, 0].any()
+    for c, i, j in itertools.product(range(3), range(5), range(6)):
+        col = 3 + (5 - j if flip else j)
+        assert clip[c, 1, i, j] == image[2 + i, col, c]
+    # planes that are not contiguous, other dtypes and gray frames: the same values
+    wide = np.zeros((3, 5, 12), np.uint8)
+    crop_flip_into(image, box, flip, wide[:, :, ::2])
+    assert np.array_equal(wide[:, :, ::2], clip[:, 1])
+    floats = np.zeros((3, 5, 6), np.float32)
+    crop_flip_into(image.astype(np.float32), box, flip, floats)
+    assert np.array_equal(floats, clip[:, 1])
+    plane = np.zeros((5, 6), np.uint8)
+    crop_flip_into(image[..., 0], box, flip, plane)
+    assert np.array_equal(plane, clip[0, 1])
 
 
 def test_crop_box_positions():

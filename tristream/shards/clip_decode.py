@@ -3,30 +3,29 @@
 The row is a :class:`tristream.shards.row.RowView` (already read; the reading is
 :mod:`tristream.shards.row_source`'s job: through a frame index only the frames
 asked for are fetched). Each distinct frame of the clip is decoded once, straight
-to RGB, and its crop window (mirrored when flipped) is copied straight into the
-clip buffer, so a frame costs one decode and one copy of the crop. The results
+to RGB (:func:`tristream.shards.codec.decode_image`), and its crop window (mirrored
+when flipped) is copied into the clip buffer's channel planes, so a frame costs one
+decode and two copies of the crop (one to make it contiguous, one to split it). The results
 are the stored values (uint8 levels, or float16 flow pixels widened to
 float32), channels first; :mod:`tristream.shards.clip_transforms` normalises them.
 """
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
-from tristream.shards.clip_transforms import CropBox, crop_flip
+from tristream.shards.clip_transforms import CropBox, crop_flip, crop_flip_into
+from tristream.shards.codec import decode_image
 from tristream.shards.row import RowView
 
 __all__ = [
     "LAST_FLOW",
-    "decode_color",
     "decode_flow",
     "decode_images",
+    "decode_window",
     "distinct_frames",
     "flow_sources",
 ]
-
-_RGB: int | None = getattr(cv2, "IMREAD_COLOR_RGB", None)
 
 #: What a clip frame without a following frame in its row gets: the row's last flow or zero.
 LAST_FLOW: tuple[str, ...] = ("repeat", "zero")
@@ -38,17 +37,6 @@ def distinct_frames(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]
     (``frames[gather] == indices``), or None when ``frames`` already equals ``indices``."""
     frames, inverse = np.unique(indices, return_inverse=True)
     return frames, None if np.array_equal(frames, indices) else inverse
-
-
-def decode_color(data: bytes | memoryview) -> np.ndarray:
-    """Decode JPEG/PNG bytes to uint8 ``[H, W, 3]`` RGB: straight to RGB where OpenCV can
-    (``IMREAD_COLOR_RGB``, OpenCV >= 4.11), else a channel-reversed view of its BGR
-    output (no copy: the crop copy puts the channels in order)."""
-    buf = np.frombuffer(data, np.uint8)
-    image = cv2.imdecode(buf, _RGB if _RGB is not None else cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError("bytes are not a decodable JPEG/PNG image")
-    return image if _RGB is not None else image[..., ::-1]
 
 
 def decode_images(
@@ -73,14 +61,28 @@ def decode_images(
         raise ValueError(f"out must be uint8 {list(shape)}, got {out.dtype} {list(out.shape)}")
     size = (view.height, view.width)
     for k, data in enumerate(view.iter_encoded(modality, frames)):
-        image = decode_color(data)
-        if image.shape[:2] != size:
-            raise ValueError(
-                f"{modality} frame {int(frames[k])} is {image.shape[1]}x{image.shape[0]} in a "
-                f"row of {size[1]}x{size[0]}"
-            )
-        out[:, k] = crop_flip(image, box, flip).transpose(2, 0, 1)
+        decode_window(data, size, box, flip, out[:, k], f"{modality} frame {int(frames[k])}")
     return out
+
+
+def decode_window(
+    data: bytes | memoryview,
+    size: tuple[int, int],
+    box: CropBox,
+    flip: bool,
+    out: np.ndarray,
+    what: str = "a frame",
+) -> None:
+    """Decode one encoded RGB frame (JPEG/PNG) of ``size`` (height, width) and copy its
+    ``box`` window, mirrored when ``flip``, into ``out`` uint8 ``[3, box.height,
+    box.width]`` (planes R, G, B). ValueError naming ``what`` when the frame has another
+    size."""
+    image = decode_image(data)
+    if image.shape[:2] != tuple(size):
+        raise ValueError(
+            f"{what} is {image.shape[1]}x{image.shape[0]} in a row of {size[1]}x{size[0]}"
+        )
+    crop_flip_into(image, box, flip, out)
 
 
 def flow_sources(frames: np.ndarray, num_flows: int, last_flow: str = "repeat") -> np.ndarray:

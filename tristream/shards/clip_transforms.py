@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 
@@ -35,6 +36,7 @@ __all__ = [
     "CropBox",
     "CropFlip",
     "crop_flip",
+    "crop_flip_into",
     "flow_to_levels",
     "flow_to_unit",
     "hflip_image",
@@ -174,6 +176,29 @@ def crop_flip(image: np.ndarray, box: CropBox, flip: bool) -> np.ndarray:
     """``image`` ``[H, W, ...]`` cropped to ``box``, then mirrored when ``flip`` (a view)."""
     window = box.crop(image)
     return hflip_image(window) if flip else window
+
+
+def crop_flip_into(image: np.ndarray, box: CropBox, flip: bool, out: np.ndarray) -> None:
+    """Copy ``image``'s ``box`` window, mirrored when ``flip``, into ``out``, channels first:
+    ``image`` uint8 ``[H, W, C]`` into ``out`` ``[C, box.height, box.width]`` (each plane
+    ``out[c]`` C-contiguous, e.g. ``clip[:, t]`` of a ``[C, T, h, w]`` clip), or ``[H, W]``
+    into ``[box.height, box.width]``.
+
+    The window is made contiguous (mirrored on the way with ``cv2.flip``), then split into
+    the planes with ``cv2.split``: about a third of the time of numpy's strided HWC -> CHW
+    copy. Other layouts or dtypes take numpy's copy (the same values)."""
+    window = box.crop(image)
+    if image.ndim == 2 or out.dtype != np.uint8 or image.dtype != np.uint8:
+        view = crop_flip(image, box, flip)
+        out[...] = view if image.ndim == 2 else view.transpose(2, 0, 1)
+        return
+    planes = list(out)
+    src = cv2.flip(window, 1) if flip else np.ascontiguousarray(window)
+    if all(p.flags.c_contiguous for p in planes) and len(planes) == src.shape[2]:
+        done = cv2.split(src, planes)
+        if all(np.shares_memory(d, p) for d, p in zip(done, planes, strict=True)):
+            return
+    out[...] = src.transpose(2, 0, 1)
 
 
 def hflip_keypoints(keypoints: np.ndarray, width: int) -> np.ndarray:

@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import simplejpeg
 
 FLOW_BOUND = 20.0
 FLOW_ENCODINGS = ("jpeg", "png", "f16")
 JPEG_QUALITY = 95
+
+_JPEG_START = b"\xff\xd8"
+#: OpenCV's straight-to-RGB decode flag (OpenCV >= 4.11); without it BGR, reversed.
+_RGB_FLAG: int | None = getattr(cv2, "IMREAD_COLOR_RGB", None)
+_RGB: int = cv2.IMREAD_COLOR if _RGB_FLAG is None else _RGB_FLAG
 
 
 def quantize_flow(flow: np.ndarray, bound: float = FLOW_BOUND) -> np.ndarray:
@@ -45,13 +51,31 @@ def encode_image(image: np.ndarray, fmt: str = "jpeg", quality: int = JPEG_QUALI
     return buf.tobytes()
 
 
-def decode_image(data: bytes, gray: bool = False) -> np.ndarray:
-    """Decode JPEG/PNG bytes to uint8 ``[H, W, 3]`` RGB, or ``[H, W]`` when ``gray``."""
-    flag = cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR
+def is_jpeg(data: bytes | memoryview) -> bool:
+    """Whether ``data`` starts like a JPEG (the SOI marker ``FF D8``)."""
+    return bytes(data[:2]) == _JPEG_START
+
+
+def decode_image(data: bytes | memoryview, gray: bool = False) -> np.ndarray:
+    """Decode JPEG/PNG bytes to uint8 ``[H, W, 3]`` RGB, or ``[H, W]`` when ``gray`` (the
+    luma of a colour JPEG, the gray of a colour PNG, as OpenCV's ``IMREAD_GRAYSCALE``).
+
+    JPEG goes through simplejpeg (libjpeg-turbo's TurboJPEG API, straight to RGB, the same
+    accurate IDCT and fancy upsampling as OpenCV, so the same pixels, at about 0.7x its
+    time); PNG through OpenCV. A damaged JPEG (truncated, corrupt entropy data) is a
+    ValueError rather than a partly grey frame.
+    """
+    if is_jpeg(data):
+        try:
+            image = simplejpeg.decode_jpeg(data, colorspace="GRAY" if gray else "RGB")
+        except ValueError as e:
+            raise ValueError(f"bytes are not a decodable JPEG image: {e}") from None
+        return image[..., 0] if gray else image
+    flag = cv2.IMREAD_GRAYSCALE if gray else _RGB
     image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     if image is None:
         raise ValueError("bytes are not a decodable JPEG/PNG image")
-    return image if gray else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image if gray or flag == _RGB_FLAG else image[..., ::-1]
 
 
 def encode_frames(

@@ -24,8 +24,11 @@ Needs numpy, pyarrow, OpenCV, protobuf and torch only: no Beam, no ffmpeg.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import mmap
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -111,12 +114,43 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 def _new_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """An uninitialised tensor; in a DataLoader worker, in shared memory from the start (as
     ``default_collate`` allocates a batch there), so sending it to the training process
-    copies nothing."""
+    copies nothing, and with its pages made present in one go (:func:`_populate`)."""
     if get_worker_info() is None:
         return torch.empty(shape, dtype=dtype)
     numel = int(np.prod(shape))
     storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel)
-    return torch.empty(0, dtype=dtype).new(storage).resize_(shape)
+    tensor = torch.empty(0, dtype=dtype).new(storage).resize_(shape)
+    _populate(tensor)
+    return tensor
+
+
+_MADV_POPULATE_WRITE = 23  # Linux >= 5.14
+_madvise: Any = None
+
+
+def _populate(tensor: torch.Tensor) -> bool:
+    """Make the pages of a fresh shared-memory ``tensor`` present with one
+    ``madvise(MADV_POPULATE_WRITE)`` instead of a page fault per 4 KiB page as the clips are
+    written into it (a 19 MB uint8 batch: 6.3 ms instead of 8.8 ms to allocate and fill,
+    see benchmarks/RESULTS.md). Returns whether it did; where the call is missing (not
+    Linux, a kernel before 5.14) it does nothing and the pages fault in as before."""
+    global _madvise
+    if _madvise is None:
+        _madvise = False
+        if sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+                _madvise = libc.madvise
+            except (OSError, AttributeError):
+                pass
+    nbytes = tensor.numel() * tensor.element_size()
+    if not _madvise or nbytes == 0:
+        return False
+    page = mmap.PAGESIZE
+    start = tensor.data_ptr() // page * page
+    end = -(-(tensor.data_ptr() + nbytes) // page) * page
+    return _madvise(start, end - start, _MADV_POPULATE_WRITE) == 0
 
 
 # --------------------------------------------------------------------------- dataset

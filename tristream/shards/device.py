@@ -15,7 +15,7 @@ A trainer with a GPU can also leave the JPEG decoding to it:
 and :class:`DeviceDecoder` decodes a whole batch with one
 ``torchvision.io.decode_jpeg(..., device="cuda")`` call, then crops and flips on the GPU.
 Without torchvision, without CUDA, or for frames that are not JPEG (PNG), it decodes on
-the CPU instead (with OpenCV, the same values as the CPU path; warned once).
+the CPU instead (the same decode and values as the CPU path; warned once).
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from tristream.shards.clip_decode import decode_color
+from tristream.shards.clip_decode import decode_window
+from tristream.shards.clip_transforms import CropBox
+from tristream.shards.codec import is_jpeg
 
 __all__ = ["IMAGE_KEYS", "LEVEL_KEYS", "DeviceDecoder", "EncodedClip", "collate", "normalize"]
 
@@ -37,7 +39,6 @@ __all__ = ["IMAGE_KEYS", "LEVEL_KEYS", "DeviceDecoder", "EncodedClip", "collate"
 IMAGE_KEYS: tuple[str, ...] = ("rgb", "pose")
 #: Sample keys whose uint8 levels :func:`normalize` turns into ``v / 127.5 - 1``.
 LEVEL_KEYS: tuple[str, ...] = ("rgb", "flow", "pose")
-_JPEG_START = b"\xff\xd8"
 
 
 def normalize(
@@ -94,16 +95,12 @@ class EncodedClip:
         return len(self.frames) if self.gather is None else len(self.gather)
 
     def decode_cpu(self) -> torch.Tensor:
-        """uint8 ``[3, T, height, width]`` RGB, decoded here with OpenCV."""
+        """uint8 ``[3, T, height, width]`` RGB, decoded here (the CPU path's decode)."""
         top, left, h, w = self.box
-        n = len(self.frames)
-        out = np.empty((3, n, h, w), np.uint8)
+        box = CropBox(top, left, h, w)
+        out = np.empty((3, len(self.frames), h, w), np.uint8)
         for k, data in enumerate(self.frames):
-            image = decode_color(data)
-            if image.shape[:2] != tuple(self.size):
-                raise ValueError(f"an encoded frame is {image.shape[:2]}, not {self.size}")
-            window = image[top : top + h, left : left + w]
-            out[:, k] = (window[:, ::-1] if self.flip else window).transpose(2, 0, 1)
+            decode_window(data, self.size, box, self.flip, out[:, k], f"encoded frame {k}")
         tensor = torch.from_numpy(out)
         return tensor if self.gather is None else tensor[:, list(self.gather)]
 
@@ -141,7 +138,7 @@ class DeviceDecoder:
     libjpeg-turbo's by a level or two); follow with
     :func:`normalize` for floats. All JPEG frames of the batch go to one batched
     ``torchvision.io.decode_jpeg`` call. When torchvision or CUDA is missing it warns once
-    and decodes on the CPU (OpenCV, exactly the CPU path's values); PNG frames are always
+    and decodes on the CPU (exactly the CPU path's decode and values); PNG frames are always
     decoded on the CPU.
     """
 
@@ -171,9 +168,7 @@ class DeviceDecoder:
 
     def decode(self, clips: Sequence[EncodedClip]) -> torch.Tensor:
         """uint8 ``[B, 3, T, H, W]`` RGB on ``device`` of ``clips`` (same T and crop size)."""
-        if self.fallback is None and all(
-            bytes(f[:2]) == _JPEG_START for c in clips for f in c.frames
-        ):
+        if self.fallback is None and all(is_jpeg(f) for c in clips for f in c.frames):
             return self._decode_gpu(clips)
         return torch.stack([c.decode_cpu() for c in clips]).to(self.target)
 
