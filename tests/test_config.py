@@ -146,13 +146,16 @@ def _run_parser():
 
 
 def test_every_option_field_has_exactly_one_flag_and_no_default_of_its_own():
+    """One flag per field; a switch that is on by default also has its ``--no-`` form."""
     parser = _run_parser()
     flags = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
     fields = [
-        "--" + opt.name.replace("_", "-")
+        prefix + opt.name.replace("_", "-")
         for cls in GROUPS.values()
-        for _, opt, _ in options_of(cls)
+        for f, opt, _ in options_of(cls)
+        for prefix in (("--", "--no-") if f.default is True else ("--",))
     ]
+    assert "--no-parquet-frame-index" in fields
     flags = [f for f in flags if f not in ("--help", "--verbose")]
     assert sorted(flags) == sorted(fields)
     # An absent flag leaves the field's default: the parser holds no copy of it.

@@ -95,22 +95,22 @@ def test_two_clips_of_one_full_video_are_both_written(tmp_path, bikes):
 
 
 def test_parquet_frame_index_is_written_listed_and_used(tmp_path, carphone):
-    """``--parquet-frame-index``: each Parquet shard gets its frame index, manifest.json lists
-    it, a trainer reads through it (``frame_index="require"``), and a re-run without the
-    flag removes the index that no longer describes the shard."""
+    """By default each Parquet shard gets its frame index, manifest.json lists it, a trainer
+    reads through it (``frame_index="require"``), and a re-run with
+    ``--no-parquet-frame-index`` removes the index that no longer describes the shard."""
     from tristream.shards import ShardDataset
 
     out = tmp_path / "o"
     argv = ["run", "--input", carphone, "--output", str(out), "--flow", "none",
             "--short-side", "32", "--fps", "5", "--max-frames", "8"]  # fmt: skip
-    assert main([*argv, "--parquet-frame-index"]) == 0
+    assert main(argv) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     (entry,) = [f for s in manifest["shards"] for f in s["files"]]
     assert entry["index"] == entry["path"] + ".idx" and (out / entry["index"]).is_file()
     clips = list(ShardDataset(str(out), modalities=("rgb",), clip_len=4, crop=16,
                               frame_index="require", shuffle=False))  # fmt: skip
     assert len(clips) == manifest["totals"]["rows"]
-    assert main(argv) == 0
+    assert main([*argv, "--no-parquet-frame-index"]) == 0
     assert not (out / entry["index"]).exists()
     entry = json.loads((out / "manifest.json").read_text())["shards"][0]["files"][0]
     assert "index" not in entry

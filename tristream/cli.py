@@ -74,7 +74,10 @@ def options_table() -> str:
                 shown = ""
             else:
                 shown = f"`{default}`"
-            flag = f"`{opt.flag}`" if base is bool else f"`{opt.flag} {_metavar(opt, base)}`"
+            if base is bool:  # on by default: --no-FLAG turns it off
+                flag = f"`--[no-]{opt.flag[2:]}`" if default else f"`{opt.flag}`"
+            else:
+                flag = f"`{opt.flag} {_metavar(opt, base)}`"
             lines.append(f"| {flag} | {shown} | {opt.text().replace('|', '/')} |")
     return "\n".join(lines) + "\n"
 

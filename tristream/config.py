@@ -557,10 +557,11 @@ class OutputConfig:
         group="output",
     )
     parquet_frame_index: bool = option(
-        False,
+        True,
         "Parquet shards: store the frame columns uncompressed, with a frame index beside each "
-        "shard, so trainers read only a clip's frames (docs/shards.md); changes the Parquet "
-        "files' bytes, not their rows. TFRecord shards always get their index",
+        "shard, so trainers read only a clip's frames (docs/shards.md); off: the earlier layout "
+        "(every column compressed, the same rows) and no index. TFRecord shards always get "
+        "their index",
         group="output",
     )
     num_shards: int = option(

@@ -84,7 +84,7 @@ def shard_rows(videos: list[VideoOutcome], store: StoreLike = None) -> Iterator[
 
 def _indexed(path: str, config: RunConfig) -> bool:
     """Whether the shard file ``path`` gets a frame index: TFRecord always (its bytes do not
-    change), Parquet with ``--parquet-frame-index`` (it changes the file's layout)."""
+    change), Parquet unless ``--no-parquet-frame-index`` (the index comes with its frame layout)."""
     return shard_format(path) == "tfrecord" or config.output.parquet_frame_index
 
 
