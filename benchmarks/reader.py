@@ -38,7 +38,11 @@ robust to other load); MB read per clip (the workers' ``rchar``, bytes passed to
 ``read``/``pread``, page cache hits included); worker private memory (the largest
 ``USS`` of a worker, sampled every 32 clips; ``psutil``; it includes the batches in
 shared memory a worker has made and not yet handed over, 19 MB each for uint8, so the
-median over the samples is given too in the memory table). Ratios are against the
+median over the samples is given too in the memory table). The memory table
+(``--memory``) starts its one worker with ``spawn`` and has it read ``--memory-clips``
+clips whatever the number of shard paths (cycling epochs): a forked worker's USS also
+counts the pages of its parent's heap that it happens to write, which moved by up to
+40 MiB between two runs of one configuration on this VM. Ratios are against the
 rawframes reference of the same run. cv2 and torch run one thread per worker.
 """
 
@@ -277,6 +281,7 @@ class Result:
     name: str
     make: Callable[[], IterableDataset]
     batched: bool = False  # the dataset yields batches: DataLoader(batch_size=None)
+    context: str | None = None  # the DataLoader's multiprocessing context (None: fork)
     walls: list[float] = field(default_factory=list)
     cpus: list[float] = field(default_factory=list)
     reads: list[float] = field(default_factory=list)
@@ -293,7 +298,8 @@ class Result:
                 measured.set_epoch(epoch)
                 size = None if self.batched else args.batch_size
                 loader = DataLoader(measured, batch_size=size, num_workers=args.workers,
-                                    worker_init_fn=_worker_init)  # fmt: skip
+                                    worker_init_fn=_worker_init,
+                                    multiprocessing_context=self.context)  # fmt: skip
                 for batch in loader:
                     clips += len(batch["rgb"])
             wall, cpu = time.perf_counter() - t0, _cpu() - c0
@@ -310,14 +316,37 @@ class Result:
 # --------------------------------------------------------------------------- memory
 
 
+class Cycled(IterableDataset):
+    """The first ``clips`` samples of ``inner``'s epochs 0, 1, 2, ... in turn (so that a
+    worker reads the same number of clips whatever the number of shard paths)."""
+
+    def __init__(self, inner: ShardDataset, clips: int):
+        self.inner, self.clips = inner, clips
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def __iter__(self) -> Iterator[dict]:
+        def epochs() -> Iterator[dict]:
+            for epoch in range(self.clips + 1):
+                self.inner.set_epoch(epoch)
+                yield from self.inner
+
+        for n, sample in enumerate(epochs()):
+            if n == self.clips:
+                return
+            yield sample
+
+
 def memory_probe(data: dict, work: Path, args, fmt: str, mode: str, count: int) -> dict:
-    """One DataLoader worker reads one epoch of uint8 clips from ``count`` shard paths; its
-    largest USS, and the clips. Run in a fresh process (``--memory-probe``), so that every
-    configuration's worker is forked from the same small parent."""
+    """One DataLoader worker (started with ``spawn``) reads ``--memory-clips`` uint8 clips
+    from ``count`` shard paths; its largest and median USS, and the clips. Run in a fresh
+    process (``--memory-probe``)."""
     paths = linked_shards(data["shards"][fmt], work / f"linked-{fmt}-{count}", count)
     ds = ShardDataset(paths, modalities=("rgb",), clip_len=args.clip_len, frame_stride=args.stride,
                       crop=args.crop, dtype=torch.uint8, frame_index=mode, seed=0)  # fmt: skip
-    result = Result(f"{fmt} {mode} {count}", lambda: ds)
+    result = Result(f"{fmt} {mode} {count}", lambda: Cycled(ds, args.memory_clips),
+                    context="spawn")  # fmt: skip
     args.workers = 1
     result.run(args, 1)
     return {"uss": result.uss[0], "uss_median": result.uss_median[0], "clips": result.clips}
@@ -334,8 +363,8 @@ def memory_table(work: Path, args) -> list[str]:
             for count in (100, 120, 1000):
                 cmd = [sys.executable, __file__, "--work", str(work), "--clip-len",
                        str(args.clip_len), "--stride", str(args.stride), "--crop", str(args.crop),
-                       "--batch-size", str(args.batch_size), "--memory-probe", fmt, mode,
-                       str(count)]  # fmt: skip
+                       "--batch-size", str(args.batch_size), "--memory-clips",
+                       str(args.memory_clips), "--memory-probe", fmt, mode, str(count)]  # fmt: skip
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 probe = json.loads(out.strip().splitlines()[-1])
                 mib, med = probe["uss"] / 2**20, probe["uss_median"] / 2**20
@@ -368,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-decord", action="store_true", help="leave decord out")
     ap.add_argument("--memory", action="store_true", help="also the worker memory table")
     ap.add_argument("--memory-only", action="store_true", help="only the worker memory table")
+    ap.add_argument("--memory-clips", type=int, default=3000,
+                    help="clips each worker of the memory table reads")  # fmt: skip
     ap.add_argument(
         "--memory-probe", nargs=3, metavar=("FMT", "MODE", "COUNT"), help=argparse.SUPPRESS
     )  # one row of the memory table, in a fresh process
@@ -455,9 +486,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{results[0][1].clips} clips per round and reader, median of {args.rounds} rounds")
     if args.memory:
         print(
-            "\nworker memory: one DataLoader worker, uint8 clips, one epoch, each row in a "
-            "fresh process (shard paths: hard links to the 2 shard files, each with its own "
-            "index)\n"
+            f"\nworker memory: one DataLoader worker (spawn), {args.memory_clips} uint8 clips "
+            "each, each row in a fresh process (shard paths: hard links to the 2 shard files, "
+            "each with its own index)\n"
         )
         lines = memory_table(work, args)
         print("\n".join(lines))

@@ -117,7 +117,9 @@ def test_a_second_run_on_the_same_output_fails_at_start(tmp_path, bikes, carphon
     ]
     assert sorted(p.name for p in (out / "shards").iterdir()) == [
         "train-00000-of-00002.parquet",
+        "train-00000-of-00002.parquet.idx",
         "train-00001-of-00002.parquet",
+        "train-00001-of-00002.parquet.idx",
     ]
     assert not (out / LOCK_NAME).exists()
 

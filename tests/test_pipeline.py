@@ -117,8 +117,9 @@ def test_manifest_and_failures(result, inputs):
     assert not glob.glob(os.path.join(out, "**", "*.tmp"), recursive=True)
     assert sorted(os.listdir(os.path.join(out, "shards"))) == [
         "train-00000-of-00001.parquet",
+        "train-00000-of-00001.parquet.idx",  # each shard's frame index
         "train-00000-of-00001.tfrecord",
-        "train-00000-of-00001.tfrecord.idx",  # TFRecord shards always get a frame index
+        "train-00000-of-00001.tfrecord.idx",
     ]
 
 
@@ -243,7 +244,9 @@ def test_cli_exit_codes_and_flow_none(tmp_path, carphone, capsys):
     assert main([*args[:-3], "parquet", "--num-shards", "2", "--workers", "1"]) == 0
     assert sorted(os.listdir(out / "shards")) == [
         "train-00000-of-00002.parquet",
+        "train-00000-of-00002.parquet.idx",
         "train-00001-of-00002.parquet",
+        "train-00001-of-00002.parquet.idx",
     ]
     assert [r["video_id"] for r in read_rows(out)] == ["good"]
 

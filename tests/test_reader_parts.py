@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -558,3 +559,36 @@ def test_part_attributes_stay_settable(rows):
     assert every.num_units == sum(-(-(6 + i) // 4) for i in range(5))
     every.clip_len = 2
     assert every.num_units == sum(-(-(6 + i) // 2) for i in range(5))
+
+
+# ----------------------------------------------------------------------------- batch memory
+
+
+def _resident_pages(tensor: torch.Tensor) -> tuple[int, int]:
+    """(resident, total) pages of ``tensor``'s memory, from ``mincore(2)``."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    page = mmap.PAGESIZE
+    start = tensor.data_ptr() // page * page
+    end = -(-(tensor.data_ptr() + tensor.numel() * tensor.element_size()) // page) * page
+    vec = ctypes.create_string_buffer((end - start) // page)
+    assert libc.mincore(start, end - start, vec) == 0, ctypes.get_errno()
+    return sum(b & 1 for b in vec.raw), len(vec.raw)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise populate is Linux's")
+def test_batch_buffers_in_shared_memory_are_populated_in_one_call():
+    """A batch buffer made in a DataLoader worker is shared memory whose pages are all
+    present before any clip is written (one madvise), not faulted in page by page."""
+    from tristream.shards.dataset import _populate
+
+    storage = torch.empty(0, dtype=torch.uint8)._typed_storage()._new_shared(3 << 20)
+    tensor = torch.empty(0, dtype=torch.uint8).new(storage)
+    resident, total = _resident_pages(tensor)
+    assert total >= 768 and resident < total // 2  # fresh shared memory: not there yet
+    assert _populate(tensor) is True
+    assert _resident_pages(tensor) == (total, total)
+    assert not tensor.any()  # present and zero: the clips then overwrite it

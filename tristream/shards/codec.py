@@ -60,10 +60,10 @@ def decode_image(data: bytes | memoryview, gray: bool = False) -> np.ndarray:
     """Decode JPEG/PNG bytes to uint8 ``[H, W, 3]`` RGB, or ``[H, W]`` when ``gray`` (the
     luma of a colour JPEG, the gray of a colour PNG, as OpenCV's ``IMREAD_GRAYSCALE``).
 
-    JPEG goes through simplejpeg (libjpeg-turbo's TurboJPEG API, straight to RGB, the same
-    accurate IDCT and fancy upsampling as OpenCV, so the same pixels, at about 0.7x its
-    time); PNG through OpenCV. A damaged JPEG (truncated, corrupt entropy data) is a
-    ValueError rather than a partly grey frame.
+    JPEG goes through simplejpeg (libjpeg-turbo's TurboJPEG API, straight to RGB, with the
+    accurate IDCT and fancy upsampling that OpenCV uses: the same pixels, in about 5 % less
+    time than ``cv2.imdecode`` in the reader's loop); PNG through OpenCV. A damaged JPEG
+    (truncated, corrupt entropy data) is a ValueError rather than a partly grey frame.
     """
     if is_jpeg(data):
         try:

@@ -19,7 +19,7 @@ parts that each have one job:
   every modality (flow x changes sign, left/right COCO joints swap), normalise;
 - then the user's own ``transform``, if any.
 
-Needs numpy, pyarrow, OpenCV, protobuf and torch only: no Beam, no ffmpeg.
+Needs numpy, pyarrow, OpenCV, simplejpeg, protobuf and torch only: no Beam, no ffmpeg.
 """
 
 from __future__ import annotations
