@@ -503,3 +503,17 @@ def test_batches_made_in_the_dataset_equal_the_dataloader_batches(tmp_path, dtyp
         assert [len(x["video_id"]) for x in a] == [len(x["video_id"]) for x in b]
         assert sorted(v for x in b for v in x["video_id"]) == sorted(r["video_id"] for r in rows)
         assert_same_samples(a, b)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_rows_with_more_columns_than_the_schema_are_indexed(tmp_path, fmt):
+    """A row holding modalities its shard's schema leaves out (written without them) still
+    gets its frame index: the Parquet writer once counted the left-out frames and gave up."""
+    folder = write_shards(tmp_path, fmt, [[make_row("a", 6), make_row("b", 5)]], ("rgb",))
+    (shard,) = folder.glob(f"*.{fmt}")
+    columns = read_index(index_path(shard)).frame_columns
+    # Parquet keeps the schema's columns; a TFRecord record holds what the row holds.
+    assert columns == (("rgb",) if fmt == "parquet" else FRAME_COLUMNS)
+    clips = list(ShardDataset(folder, modalities=("rgb",), clip_len=4, crop=16,
+                              frame_index="require", shuffle=False))  # fmt: skip
+    assert [c["video_id"] for c in clips] == ["a", "b"]

@@ -592,3 +592,35 @@ def test_batch_buffers_in_shared_memory_are_populated_in_one_call():
     assert _populate(tensor) is True
     assert _resident_pages(tensor) == (total, total)
     assert not tensor.any()  # present and zero: the clips then overwrite it
+
+
+class _PoolName:
+    """A transform that records pyarrow's default memory pool where the sample is made."""
+
+    def __call__(self, sample: dict) -> dict:
+        import pyarrow as pa
+
+        sample["pool"] = pa.default_memory_pool().backend_name
+        return sample
+
+
+def test_workers_read_with_the_system_memory_pool(tmp_path, monkeypatch):
+    """In a DataLoader worker ShardDataset makes the system allocator Arrow's pool (mimalloc
+    kept what a Parquet-reading worker allocated); the main process keeps its own, and
+    ``ARROW_DEFAULT_MEMORY_POOL`` is the user's choice."""
+    import pyarrow as pa
+
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    folder = write_shards(tmp_path / "s", "parquet", [[make_row("a", 6)]], ("rgb",))
+    before = pa.default_memory_pool().backend_name
+    ds = ShardDataset(
+        folder, modalities=("rgb",), clip_len=2, crop=16, transform=_PoolName(), seed=0
+    )
+    (sample,) = DataLoader(ds, batch_size=None, num_workers=1)
+    assert sample["pool"] == "system"
+    assert pa.default_memory_pool().backend_name == before
+    (sample,) = DataLoader(ds, batch_size=None, num_workers=0)
+    assert sample["pool"] == before
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", before)
+    (sample,) = DataLoader(ds, batch_size=None, num_workers=1)
+    assert sample["pool"] == before

@@ -50,7 +50,7 @@ from tristream.shards.clip_transforms import (
     zero_absent,
 )
 from tristream.shards.device import EncodedClip, collate
-from tristream.shards.files import ShardFileInfo
+from tristream.shards.files import ShardFileInfo, use_system_memory_pool
 from tristream.shards.partition import (
     Partitioner,
     UnitIndex,
@@ -245,6 +245,10 @@ class ShardDataset(IterableDataset):
             ``shuffle_buffer``, the ``rgb``/``flow``/``pose`` clips (uint8 or float32) are
             decoded straight into the batch's tensor, allocated in shared memory, which
             saves ``default_collate``'s copy of every clip (``len()`` still counts samples).
+            Each batch's shared memory is made present in one ``madvise`` call.
+            In a DataLoader worker the dataset also makes the system allocator
+            pyarrow's memory pool (unless ``ARROW_DEFAULT_MEMORY_POOL`` is set; see
+            :func:`tristream.shards.files.use_system_memory_pool`).
         store: where ``s3://`` / ``gs://`` paths are read
             (:class:`~tristream.shards.storage.StoreConfig` or ``Store``; None: the
             environment's).
@@ -488,6 +492,8 @@ class ShardDataset(IterableDataset):
         return self.partitioner.rank_length(self.num_units, rank, world)
 
     def __iter__(self) -> Iterator[Any]:
+        if get_worker_info() is not None:
+            use_system_memory_pool()  # a reading worker: memory Arrow gives back (files.py)
         rank, world = self._dist_info()
         worker, workers = current_worker()
         order = self._units.epoch_order(self.shuffle, self.seed, self.epoch)

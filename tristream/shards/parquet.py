@@ -80,7 +80,11 @@ class ParquetShardWriter(AtomicRowWriter):
         self._writer.write_table(pa.Table.from_pylist([row], schema=self.schema))
         if self.index:
             self._lengths.append(
-                {c: [len(v) for v in row[c]] for c in frame_index.FRAME_COLUMNS if c in row}
+                {
+                    c: [len(v) for v in row[c]]
+                    for c in frame_index.FRAME_COLUMNS
+                    if c in row and c in self.schema.names
+                }  # fmt: skip
             )
         self.rows += 1
 
