@@ -624,3 +624,28 @@ def test_workers_read_with_the_system_memory_pool(tmp_path, monkeypatch):
     monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", before)
     (sample,) = DataLoader(ds, batch_size=None, num_workers=1)
     assert sample["pool"] == before
+
+
+class _RecordingPool:
+    def __init__(self, name: str):
+        self.backend_name, self.releases = name, 0
+
+    def release_unused(self) -> None:
+        self.releases += 1
+
+
+@pytest.mark.parametrize("name", ["system", "mimalloc"])
+def test_arrow_memory_release_cadence(monkeypatch, name):
+    """mimalloc/jemalloc pools release after every row; the system pool's release is a
+    malloc_trim of the whole heap (the next clip's buffers fault in again), so one in
+    SYSTEM_TRIM_EVERY rows."""
+    import pyarrow as pa
+
+    from tristream.shards import files
+
+    pool = _RecordingPool(name)
+    monkeypatch.setattr(pa, "default_memory_pool", lambda: pool)
+    monkeypatch.setattr(files, "_release_calls", 0)
+    for _ in range(3 * files.SYSTEM_TRIM_EVERY):
+        files.release_arrow_memory()
+    assert pool.releases == (3 if name == "system" else 3 * files.SYSTEM_TRIM_EVERY)

@@ -366,10 +366,27 @@ def _close(handle: Any) -> None:
         close()
 
 
+#: With the system pool, how many calls of :func:`release_arrow_memory` share one trim.
+SYSTEM_TRIM_EVERY = 64
+_release_calls = 0
+
+
 def release_arrow_memory() -> None:
     """Give memory that Arrow's allocator holds for reuse back to the system (after a row's
-    buffers are dropped), so a reader's resident size does not grow with the rows it read."""
-    pa.default_memory_pool().release_unused()
+    buffers are dropped), so a reader's resident size does not grow with the rows it read.
+
+    With the system pool, Arrow's ``release_unused`` is glibc's ``malloc_trim(0)``: it
+    returns the whole process's free heap, so the next clip's buffers fault in anew (5 ms
+    a float32 clip when done for every row); it is done every
+    :data:`SYSTEM_TRIM_EVERY` calls instead."""
+    global _release_calls
+    pool = pa.default_memory_pool()
+    if pool.backend_name != "system":
+        pool.release_unused()
+        return
+    _release_calls += 1
+    if _release_calls % SYSTEM_TRIM_EVERY == 0:
+        pool.release_unused()
 
 
 def use_system_memory_pool() -> bool:
@@ -377,11 +394,13 @@ def use_system_memory_pool() -> bool:
     ``ARROW_DEFAULT_MEMORY_POOL`` chooses one; returns whether the pool is the system's now.
 
     For processes that only read shards (``ShardDataset`` calls it in its DataLoader
-    workers): with pyarrow's mimalloc pool a worker reading Parquet clips through their
-    frame index grew to 340-410 MiB and kept it (``release_unused`` did not return it;
-    jemalloc alike), with the system pool it stayed at 190-200 MiB (measured with
-    ``benchmarks/reader.py --memory``; a process-wide setting, hence only there). Buffers
-    made before the switch are freed to the pool that made them."""
+    workers). What grows in a worker that reads Parquet clips is glibc's heap (row heads
+    through pyarrow between the clips' large buffers fragment it); with the system pool,
+    :func:`release_arrow_memory` trims it from time to time (``malloc_trim``), which
+    mimalloc's ``release_unused`` does not: a worker then stayed near 230 MiB instead of
+    340-410 MiB (``benchmarks/reader.py --memory``, RESULTS.md). A process-wide setting,
+    hence only there; buffers made before the switch are freed to the pool that made them.
+    """
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         return pa.default_memory_pool().backend_name == "system"
     if pa.default_memory_pool().backend_name != "system":
