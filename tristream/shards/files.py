@@ -397,7 +397,7 @@ def use_system_memory_pool() -> bool:
     workers). What grows in a worker that reads Parquet clips is glibc's heap (row heads
     through pyarrow between the clips' large buffers fragment it); with the system pool,
     :func:`release_arrow_memory` trims it from time to time (``malloc_trim``), which
-    mimalloc's ``release_unused`` does not: a worker then stayed near 230 MiB instead of
+    mimalloc's ``release_unused`` does not: a worker then stayed at 195-257 MiB instead of
     340-410 MiB (``benchmarks/reader.py --memory``, RESULTS.md). A process-wide setting,
     hence only there; buffers made before the switch are freed to the pool that made them.
     """
