@@ -19,8 +19,7 @@ JPEG_QUALITY = 95
 
 _JPEG_START = b"\xff\xd8"
 #: OpenCV's straight-to-RGB decode flag (OpenCV >= 4.11); without it BGR, reversed.
-_RGB_FLAG: int | None = getattr(cv2, "IMREAD_COLOR_RGB", None)
-_RGB: int = cv2.IMREAD_COLOR if _RGB_FLAG is None else _RGB_FLAG
+_RGB: int | None = getattr(cv2, "IMREAD_COLOR_RGB", None)
 
 
 def quantize_flow(flow: np.ndarray, bound: float = FLOW_BOUND) -> np.ndarray:
@@ -71,11 +70,11 @@ def decode_image(data: bytes | memoryview, gray: bool = False) -> np.ndarray:
         except ValueError as e:
             raise ValueError(f"bytes are not a decodable JPEG image: {e}") from None
         return image[..., 0] if gray else image
-    flag = cv2.IMREAD_GRAYSCALE if gray else _RGB
+    flag = cv2.IMREAD_GRAYSCALE if gray else (cv2.IMREAD_COLOR if _RGB is None else _RGB)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     if image is None:
         raise ValueError("bytes are not a decodable JPEG/PNG image")
-    return image if gray or flag == _RGB_FLAG else image[..., ::-1]
+    return image if gray or _RGB is not None else image[..., ::-1]
 
 
 def encode_frames(
